@@ -1,0 +1,544 @@
+"""Load exported Segment event tables into one canonical DuckDB relation of events.
+
+Reads warehouse tables (CSV, Parquet or NDJSON files named by table: ``identifies``,
+``tracks``, ``pages``, ``screens``, ``groups``, ``aliases``, per-event track tables) and raw
+Segment events (NDJSON, ``.json``, ``.gz``), rebuilds warehouse rows into Segment events
+(``_warehouse``), de-duplicates on message id keeping the copy received last, and reports
+what it read. Source of the rules: ``../shared/spec/warehouse-exports.md`` and
+``webhook-rules.md`` ("Before mapping, events are de-duplicated on message id").
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from . import _receiver
+from ._db import connect, duckdb_errors, ident, json_path, sql_str
+from ._errors import ExportError
+from ._warehouse import (
+    SNAPSHOT_TABLES,
+    TABLE_TYPES,
+    context_path,
+    is_system_column,
+    json_value_sql,
+    nested_object_sql,
+    object_sql,
+)
+
+__all__ = ["EVENT_COLUMNS", "Export", "LoadReport", "load_export"]
+
+#: Columns of the canonical events relation, in order, with their DuckDB types.
+EVENT_COLUMNS = {
+    "message_id": "VARCHAR",
+    "type": "VARCHAR",
+    "user_id": "VARCHAR",
+    "anonymous_id": "VARCHAR",
+    "event": "VARCHAR",
+    "name": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",
+    "original_timestamp": "TIMESTAMPTZ",
+    "received_at": "TIMESTAMPTZ",
+    "traits": "JSON",
+    "properties": "JSON",
+    "context": "JSON",
+    "event_json": "JSON",
+    "source": "VARCHAR",
+}
+
+_CSV_EXT = (".csv", ".csv.gz", ".tsv")
+_PARQUET_EXT = (".parquet", ".pq")
+_JSON_EXT = (".ndjson", ".jsonl", ".json", ".ndjson.gz", ".jsonl.gz", ".json.gz", ".gz")
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`load_export` read.
+
+    Attributes
+    ----------
+    rows_read : dict[str, int]
+        Rows read per table (warehouse) or per file (raw events).
+    events : int
+        Events in the canonical relation after de-duplication.
+    duplicates_removed : int
+        Rows dropped because another row of the same type had the same message id (the copy
+        received last is kept), as Segment's warehouses de-duplicate each table on ``id``.
+    message_id_collisions : int
+        Message ids shared by events of different types (e.g. copied examples). They are not
+        duplicates of one event; all are kept. Segment's live pipeline would keep only one.
+    rows_without_user_id : int
+        Events whose ``userId`` is missing, null, empty or whitespace (receiver rule 1).
+    track_twins : dict[str, int]
+        ``tracks`` rows dropped because their per-event table holds the same event with its
+        properties: ``by_id`` (same ``id``, Segment's layout) and ``by_event_user_time`` (same
+        event, userId, anonymousId and timestamp, for loaders that write different ids).
+    ignored_tables : dict[str, str]
+        Tables read but not turned into events, with the reason (``users``, ``accounts``).
+    unrestored_names : dict[str, list[str]]
+        Per table, ``context_*`` columns whose original Spec name could not be restored.
+    notes : list[str]
+        Plain-language limits of this export (e.g. names kept as exported).
+    """
+
+    rows_read: dict[str, int] = dataclasses.field(default_factory=dict)
+    events: int = 0
+    duplicates_removed: int = 0
+    rows_without_user_id: int = 0
+    message_id_collisions: int = 0
+    track_twins: dict[str, int] = dataclasses.field(default_factory=dict)
+    ignored_tables: dict[str, str] = dataclasses.field(default_factory=dict)
+    unrestored_names: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"rows read: {sum(self.rows_read.values()):,} "
+                 f"({', '.join(f'{k} {v:,}' for k, v in self.rows_read.items())})",
+                 f"duplicates removed: {self.duplicates_removed:,}",
+                 *([f"message ids shared by events of different types (kept): "
+                    f"{self.message_id_collisions:,}"] if self.message_id_collisions else []),
+                 f"events: {self.events:,}",
+                 f"events without userId: {self.rows_without_user_id:,}"]
+        if self.track_twins:
+            lines.append(f"tracks rows replaced by their per-event table row: "
+                         f"{self.track_twins.get('by_id', 0):,} by id, "
+                         f"{self.track_twins.get('by_event_user_time', 0):,} by event+user+time")
+        for t, why in self.ignored_tables.items():
+            lines.append(f"ignored table {t}: {why}")
+        for t, names in self.unrestored_names.items():
+            lines.append(f"{t}: names not restored to the Spec: {', '.join(names)}")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+class Export:
+    """Canonical events of one export, held in DuckDB.
+
+    Attributes
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The connection holding the table ``table`` (default ``cmdseg_events``).
+    table : str
+        Name of the canonical events table; columns are :data:`EVENT_COLUMNS`.
+    report : LoadReport
+        What was read.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, report: LoadReport):
+        self.con = con
+        self.table = table
+        self.report = report
+
+    def events(self) -> duckdb.DuckDBPyRelation:
+        """The canonical events as a DuckDB relation (columns: :data:`EVENT_COLUMNS`)."""
+        return self.con.table(self.table)
+
+    def to_df(self) -> pd.DataFrame:
+        """The canonical events as a DataFrame; JSON columns are JSON text (``str``)."""
+        return self.con.execute(f"SELECT * FROM {ident(self.table)} ORDER BY source, message_id").df()
+
+    def event_dicts(self, where: str = "TRUE", limit: int | None = None) -> list[dict]:
+        """Events as Python dicts (the rebuilt Segment event), for previews and tests."""
+        import orjson
+        lim = f" LIMIT {int(limit)}" if limit is not None else ""
+        rows = self.con.execute(
+            f"SELECT CAST(event_json AS VARCHAR) FROM {ident(self.table)} WHERE {where}"
+            f" ORDER BY timestamp NULLS FIRST, message_id{lim}").fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def __len__(self) -> int:
+        return self.report.events
+
+    def __repr__(self) -> str:
+        return (f"<Export {self.report.events:,} events from "
+                f"{len(self.report.rows_read)} tables/files in {self.table!r}>")
+
+
+@dataclasses.dataclass
+class _Source:
+    name: str            # table name (warehouse) or file name (raw)
+    paths: list[str]
+    fmt: str             # csv | parquet | json
+    kind: str            # warehouse | raw
+
+
+def _strip_ext(fname: str) -> str:
+    low = fname.lower()
+    for ext in sorted(_CSV_EXT + _PARQUET_EXT + _JSON_EXT, key=len, reverse=True):
+        if low.endswith(ext):
+            return fname[: -len(ext)]
+    return fname
+
+
+def _fmt(path: str) -> str | None:
+    low = path.lower()
+    if low.endswith(_CSV_EXT):
+        return "csv"
+    if low.endswith(_PARQUET_EXT):
+        return "parquet"
+    if low.endswith(_JSON_EXT):
+        return "json"
+    return None
+
+
+def _discover(source) -> list[_Source]:
+    if isinstance(source, (str, os.PathLike)):
+        items = [os.fspath(source)]
+    else:
+        items = [os.fspath(s) for s in source]
+    files: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            for root, _dirs, names in os.walk(item):
+                for n in sorted(names):
+                    if _fmt(n) and not n.startswith("."):
+                        files.append(os.path.join(root, n))
+        elif any(ch in item for ch in "*?["):
+            files.extend(sorted(glob.glob(item, recursive=True)))
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            raise ExportError(f"no such file or folder: {item!r}", source=item)
+    if not files:
+        raise ExportError(f"no CSV, Parquet or JSON files found in {items!r}", source=str(items))
+    by_table: dict[tuple[str, str], list[str]] = {}
+    sources: list[_Source] = []
+    for f in sorted(files):
+        fmt = _fmt(f)
+        if fmt is None:
+            continue
+        if fmt == "json" and _looks_raw(f):
+            sources.append(_Source(os.path.basename(f), [f], "json", "raw"))
+            continue
+        # Warehouse table named by its file (or its folder, for partitioned folders of parts).
+        stem = _strip_ext(os.path.basename(f)).lower()
+        if stem.startswith("part-") or stem.startswith("part_") or stem.isdigit():
+            stem = os.path.basename(os.path.dirname(f)).lower()
+        by_table.setdefault((stem, fmt), []).append(f)
+    for (stem, fmt), paths in by_table.items():
+        sources.append(_Source(stem, paths, fmt, "warehouse"))
+    return sources
+
+
+def _looks_raw(path: str) -> bool:
+    """Raw Segment events carry camelCase Spec keys; warehouse rows carry snake_case columns."""
+    import gzip
+    import orjson
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(65536)
+    except OSError as exc:
+        raise ExportError(f"cannot read {path!r}: {exc}", source=path) from exc
+    text = head.lstrip()
+    if text.startswith(b"["):
+        return True  # a JSON array of events
+    line = text.split(b"\n", 1)[0]
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return True  # let the raw reader report the bad line
+    if not isinstance(obj, dict):
+        return True
+    spec = {"userId", "anonymousId", "messageId", "traits", "properties", "receivedAt",
+            "originalTimestamp", "previousId", "groupId"}
+    return bool(spec & obj.keys()) or ("type" in obj and "user_id" not in obj)
+
+
+def _check_csv_header(src: _Source) -> None:
+    """DuckDB renames a repeated CSV column (``plan`` -> ``plan_1``); refuse it instead."""
+    import csv
+    import gzip
+    for path in src.paths:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
+        seen: dict[str, str] = {}
+        for name in header:
+            low = name.lower()
+            if low in seen:
+                raise ExportError(f"table {src.name!r} ({path}): columns {seen[low]!r} and "
+                                  f"{name!r} collide after folding case", source=src.name)
+            seen[low] = name
+
+
+def _reader_sql(src: _Source) -> str:
+    files = "[" + ", ".join(sql_str(p) for p in src.paths) + "]"
+    if src.fmt == "csv":
+        return f"read_csv({files}, header=true, union_by_name=true, sample_size=-1)"
+    if src.fmt == "parquet":
+        return f"read_parquet({files}, union_by_name=true)"
+    return (f"read_json({files}, format='newline_delimited', union_by_name=true, "
+            f"sample_size=-1)")
+
+
+def _ts(expr: str) -> str:
+    """SQL casting a value to TIMESTAMPTZ; a naive value is UTC (session time zone is UTC)."""
+    return f"TRY_CAST({expr} AS TIMESTAMPTZ)"
+
+
+def _iso(expr: str) -> str:
+    return f"to_json(strftime({expr}, '%Y-%m-%dT%H:%M:%S.%gZ'))"
+
+
+def _warehouse_select(src: _Source, view: str, cols: dict[str, str], types: dict[str, str],
+                      table_type: str, report: LoadReport) -> str:
+    """SELECT producing canonical event columns from one warehouse table view."""
+    def has(c: str) -> bool:
+        return c in cols
+
+    def col(c: str, cast: str = "VARCHAR") -> str:
+        return f"CAST(t.{ident(cols[c])} AS {cast})" if has(c) else f"CAST(NULL AS {cast})"
+
+    payload_cols = [c for c in cols if not is_system_column(c, table_type)]
+    payload_sql = object_sql([(c, _cell_json(f"t.{ident(cols[c])}", types[c]))
+                              for c in payload_cols])
+    ctx_entries, unrestored = [], []
+    for c in cols:
+        if c.startswith("context_"):
+            path, ok = context_path(c)
+            ctx_entries.append((path, _cell_json(f"t.{ident(cols[c])}", types[c])))
+            if not ok:
+                unrestored.append(c)
+    if unrestored:
+        report.unrestored_names[src.name] = unrestored
+    context_sql = nested_object_sql(ctx_entries) if ctx_entries else "json('{}')"
+
+    msg_id = col("id") if has("id") else col("message_id")
+    ts, ots, rat, sat = (_ts(f"t.{ident(cols[c])}") if has(c) else "CAST(NULL AS TIMESTAMPTZ)"
+                         for c in ("timestamp", "original_timestamp", "received_at", "sent_at"))
+    if table_type == "track":
+        event_name = (f"COALESCE({col('event_text')}, {col('event')})" if has("event_text")
+                      else col("event"))
+    else:
+        event_name = "CAST(NULL AS VARCHAR)"
+    name = col("name") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
+    category = col("category") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
+    type_sql = col("type") if has("type") and table_type not in TABLE_TYPES.values() else sql_str(table_type)
+
+    if table_type in ("identify", "group"):
+        traits_sql, props_sql = payload_sql, "CAST(NULL AS JSON)"
+    elif table_type == "alias":
+        traits_sql, props_sql = "CAST(NULL AS JSON)", "CAST(NULL AS JSON)"
+    else:
+        traits_sql, props_sql = "CAST(NULL AS JSON)", payload_sql
+
+    def j(v: str) -> str:
+        return f"to_json({v})"
+
+    top = [
+        ("type", j(f"CAST({type_sql} AS VARCHAR)")),
+        ("messageId", j(msg_id)),
+        ("userId", j(col("user_id"))),
+        ("anonymousId", j(col("anonymous_id"))),
+        ("event", j(event_name)),
+        ("name", j(name)),
+        ("category", j(category)),
+        ("groupId", j(col("group_id"))),
+        ("previousId", j(col("previous_id"))),
+        ("traits", traits_sql),
+        ("properties", props_sql),
+        ("context", f"CASE WHEN CAST({context_sql} AS VARCHAR) = '{{}}' THEN NULL ELSE {context_sql} END"),
+        ("timestamp", _iso(ts)),
+        ("originalTimestamp", _iso(ots)),
+        ("sentAt", _iso(sat)),
+        ("receivedAt", _iso(rat)),
+        ("channel", j(col("channel"))),
+    ]
+    event_json = object_sql(top)
+    return f"""
+        SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
+               {col('user_id')} AS user_id, {col('anonymous_id')} AS anonymous_id,
+               {event_name} AS event, {name} AS name,
+               {ts} AS timestamp, {ots} AS original_timestamp, {rat} AS received_at,
+               {event_json} AS event_json, {sql_str(src.name)} AS source
+        FROM {ident(view)} AS t"""
+
+
+def _cell_json(qualified: str, duck_type: str) -> str:
+    # json_value_sql quotes a bare column name; here the column is already qualified.
+    return json_value_sql("\0", duck_type).replace(ident("\0"), qualified)
+
+
+def _raw_select(src: _Source) -> str:
+    files = "[" + ", ".join(sql_str(p) for p in src.paths) + "]"
+    fmt = "auto"
+    j = "CAST(r.json AS JSON)"
+
+    def s(key: str) -> str:
+        # Text of a top-level string/number field; objects/arrays/booleans are not ids.
+        return (f"CASE WHEN json_type({j}, {json_path(key)}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', "
+                f"'DOUBLE', 'HUGEINT') THEN json_extract_string({j}, {json_path(key)}) END")
+
+    return f"""
+        SELECT {s('messageId')} AS message_id, {s('type')} AS type, {s('userId')} AS user_id,
+               {s('anonymousId')} AS anonymous_id, {s('event')} AS event, {s('name')} AS name,
+               {_ts(f"json_extract_string({j}, {json_path('timestamp')})")} AS timestamp,
+               {_ts(f"json_extract_string({j}, {json_path('originalTimestamp')})")} AS original_timestamp,
+               {_ts(f"json_extract_string({j}, {json_path('receivedAt')})")} AS received_at,
+               {j} AS event_json, {sql_str(src.name)} AS source
+        FROM read_json_objects({files}, format={sql_str(fmt)}) AS r"""
+
+
+def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
+                con: duckdb.DuckDBPyConnection | None = None,
+                table: str = "cmdseg_events",
+                memory_limit: str | None = None,
+                temp_directory: str | None = None) -> Export:
+    """Load exported Segment event tables or raw events into one canonical DuckDB table.
+
+    Parameters
+    ----------
+    source
+        A folder (searched recursively), a file, a glob, or a list of them. Warehouse tables
+        are CSV (``.csv``, ``.csv.gz``), Parquet or NDJSON files named by table
+        (``identifies.csv``, ``tracks.parquet``, ``order_completed.csv``; a folder of
+        ``part-*`` files is named by the folder); column names in any case (Snowflake's
+        UPPER-CASE is folded to lower case). Raw Segment events are NDJSON, ``.json`` (an
+        array or one event per line) or gzipped (``.json.gz``, Segment's S3 archives); a JSON
+        file is raw when its first record has Spec keys (``userId``, ``messageId``, ...).
+    con
+        A DuckDB connection to load into; a new in-memory one by default. Its ``TimeZone``
+        is set to UTC.
+    table
+        Name of the canonical events table created (replaced if it exists).
+    memory_limit, temp_directory
+        DuckDB ``memory_limit`` (e.g. ``"2GB"``) and spill folder, for exports larger than memory.
+
+    Returns
+    -------
+    Export
+        ``export.events()`` is the canonical relation with columns :data:`EVENT_COLUMNS`:
+        ``message_id`` VARCHAR, ``type`` VARCHAR, ``user_id`` VARCHAR (normalized by receiver
+        rule 1; NULL when missing), ``anonymous_id``, ``event``, ``name`` VARCHAR,
+        ``timestamp``, ``original_timestamp``, ``received_at`` TIMESTAMPTZ (naive values are
+        UTC), ``traits``, ``properties``, ``context``, ``event_json`` JSON (the whole
+        rebuilt Segment event), ``source`` VARCHAR. ``export.report`` is a :class:`LoadReport`.
+
+    Raises
+    ------
+    ExportError
+        When the source has no readable files, a file cannot be parsed, or a table's column
+        names collide after case folding.
+
+    Notes
+    -----
+    De-duplication keeps, per event type and message id, the copy with the latest ``received_at`` (ties:
+    the smallest hash of the event JSON, so the result does not depend on row order), as
+    Segment's warehouses do. Rows without a message id are all kept. Traits and properties
+    are never read through a sampled schema (case B06): raw events are read with
+    ``read_json_objects`` and kept as JSON, and CSV types are sniffed over all rows.
+    """
+    con = connect(con, memory_limit=memory_limit, temp_directory=temp_directory)
+    report = LoadReport()
+    sources = _discover(source)
+    selects: list[str] = []
+    wh = [s for s in sources if s.kind == "warehouse"]
+    views: dict[str, tuple[_Source, dict[str, str], dict[str, str], str]] = {}
+    for i, src in enumerate(wh):
+        view = f"cmdseg_src_{i}"
+        with duckdb_errors(f"cannot read table {src.name!r} from {src.paths}", ExportError,
+                           source=src.name):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS SELECT * FROM {_reader_sql(src)}")
+            desc = con.execute(f"DESCRIBE {ident(view)}").fetchall()
+            n = con.execute(f"SELECT count(*) FROM {ident(view)}").fetchall()[0][0]
+        if src.fmt == "csv":
+            _check_csv_header(src)
+        cols: dict[str, str] = {}
+        types: dict[str, str] = {}
+        for name, dtype, *_ in desc:
+            low = name.lower()
+            if low in cols:
+                raise ExportError(f"table {src.name!r}: columns {cols[low]!r} and {name!r} "
+                                  f"collide after folding case", source=src.name)
+            cols[low] = name
+            types[low] = dtype
+        report.rows_read[src.name] = n
+        views[src.name] = (src, cols, types, view)
+
+    per_event_sql: list[str] = []
+    tracks_sql: str | None = None
+    for name, (src, cols, types, view) in views.items():
+        if name in SNAPSHOT_TABLES:
+            report.ignored_tables[name] = ("an upserted snapshot of the latest traits, not events; "
+                                           "properties are computed from identifies")
+            continue
+        ttype = TABLE_TYPES.get(name, "track")  # any other table is a per-event track table
+        sel = _warehouse_select(src, view, cols, types, ttype, report)
+        if name == "tracks":
+            tracks_sql = sel
+        elif name not in TABLE_TYPES:
+            per_event_sql.append(sel)
+            selects.append(sel)
+        else:
+            selects.append(sel)
+    if tracks_sql is not None:
+        if per_event_sql:
+            # A track event is written twice: to `tracks` (common columns) and to its per-event
+            # table (the same plus properties). Keep the per-event row. Twins share `id` in
+            # Segment's warehouses; some loaders write different ids, so an (event, userId,
+            # anonymousId, timestamp) match counts too, and the report says how many.
+            pe = " UNION ALL ".join(
+                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
+                for q in per_event_sql)
+            by_id = "x.message_id = w.message_id"
+            by_content = ("x.event = w.event AND x.user_id IS NOT DISTINCT FROM w.user_id AND "
+                          "x.anonymous_id IS NOT DISTINCT FROM w.anonymous_id AND "
+                          "x.timestamp = w.timestamp")
+            with duckdb_errors("cannot match tracks rows to their per-event tables", ExportError,
+                               source="tracks"):
+                n_id, n_content = con.execute(f"""
+                    SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})),
+                           count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})
+                                            AND EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_content}))
+                    FROM ({tracks_sql}) w""").fetchall()[0]
+            report.track_twins = {"by_id": int(n_id), "by_event_user_time": int(n_content)}
+            tracks_sql = (f"SELECT * FROM ({tracks_sql}) AS w WHERE NOT EXISTS ("
+                          f"SELECT 1 FROM ({pe}) AS x WHERE ({by_id}) OR ({by_content}))")
+        selects.append(tracks_sql)
+    for src in (s for s in sources if s.kind == "raw"):
+        with duckdb_errors(f"cannot read raw events from {src.paths[0]!r}", ExportError,
+                           source=src.name):
+            n = con.execute(f"SELECT count(*) FROM ({_raw_select(src)})").fetchall()[0][0]
+        report.rows_read[src.name] = n
+        selects.append(_raw_select(src))
+    if not selects:
+        raise ExportError("no event tables found (only snapshot tables such as users/accounts)",
+                          source=str(source))
+
+    union = " UNION ALL BY NAME ".join(f"({s})" for s in selects)
+    canon = f"""
+        WITH raw AS ({union}),
+        ranked AS (
+            SELECT *, row_number() OVER (
+                PARTITION BY type, message_id ORDER BY received_at DESC NULLS LAST, md5(CAST(event_json AS VARCHAR))) AS _dup
+            FROM raw)
+        SELECT message_id, type,
+               {_receiver.user_id_sql("event_json")} AS user_id,
+               anonymous_id, event, name, timestamp, original_timestamp, received_at,
+               json_extract(event_json, {json_path('traits')}) AS traits,
+               json_extract(event_json, {json_path('properties')}) AS properties,
+               json_extract(event_json, {json_path('context')}) AS context,
+               event_json, source
+        FROM ranked WHERE _dup = 1 OR message_id IS NULL"""
+    with duckdb_errors("cannot build the canonical events table", ExportError):
+        total = con.execute(f"SELECT count(*) FROM ({union})").fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TABLE {ident(table)} AS {canon}")
+        report.events, report.rows_without_user_id = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE user_id IS NULL) FROM {ident(table)}").fetchall()[0]
+    report.duplicates_removed = total - report.events
+    with duckdb_errors("cannot count message id collisions", ExportError):
+        report.message_id_collisions = con.execute(
+            f"SELECT count(*) FROM (SELECT message_id FROM {ident(table)} WHERE message_id IS NOT NULL "
+            f"GROUP BY message_id HAVING count(DISTINCT type) > 1)").fetchall()[0][0]
+    if wh:
+        report.notes.append(
+            "warehouse tables: trait/property names are kept as exported (snake_case, nested "
+            "objects flattened with '_'); original camelCase or dotted names and explicit nulls "
+            "cannot be recovered, and NULL cells are read as 'not sent'.")
+    return Export(con, table, report)

@@ -1,0 +1,229 @@
+"""From canonical events to the user-property table Command AI would hold.
+
+events --trigger--> matched events --mapping-kit data--> received objects ``P``
+--receiver rules--> property assignments --which value wins--> long table --> wide table.
+
+All of it is one DuckDB query built by pure functions (:func:`assignments_query`); pandas only
+receives the result. Rules: ``../shared/spec/webhook-rules.md``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import json
+
+import duckdb
+import pandas as pd
+
+from . import _receiver
+from ._db import duckdb_errors, ident, sql_str
+from ._errors import CmdsegError
+
+__all__ = ["LONG_COLUMNS", "explain", "to_wide", "user_properties", "assignments_query"]
+
+#: Columns of the long user-property table and their pandas dtypes.
+LONG_COLUMNS = {
+    "user_id": "str",
+    "property": "str",
+    "value": "str (JSON text)",
+    "value_type": "str: string|number|boolean|null|array|object",
+    "updated_at": "datetime64[us, UTC]",
+    "message_id": "str",
+    "rule": "str: traits|user_property|user_property_event",
+    "mapping": "str",
+}
+
+#: "Which value wins" (decided): the latest event by timestamp, then originalTimestamp, then
+#: receivedAt, then message id (then a hash of the event, then mapping order, then rule 5).
+_ORDER_DESC = ("event_time DESC NULLS LAST, original_timestamp DESC NULLS LAST, "
+               "received_at DESC NULLS LAST, message_id DESC NULLS LAST, event_hash DESC, "
+               "mapping_index DESC, rule_rank DESC")
+_ORDER_ASC = _ORDER_DESC.replace("DESC NULLS LAST", "ASC NULLS FIRST").replace("DESC", "ASC")
+
+
+def _config(config):
+    from ._config import MappingConfig
+    if config is None:
+        return MappingConfig.default()
+    if isinstance(config, MappingConfig):
+        return config
+    if isinstance(config, (dict, list)):
+        return MappingConfig.from_dict(config)
+    return MappingConfig.from_json(config)
+
+
+def objects_query(events: str, config) -> str:
+    """SQL: one row per (event, matching mapping) with the received object ``p``.
+
+    Columns: ``mapping_index`` INTEGER, ``mapping`` VARCHAR, ``message_id``, ``event_time``,
+    ``original_timestamp``, ``received_at`` TIMESTAMPTZ, ``event_hash`` VARCHAR, ``p`` JSON,
+    ``uid`` VARCHAR (receiver rule 1; NULL when skipped).
+    """
+    from ._fql import fql_to_sql
+    from ._mappingkit import mapping_to_sql
+
+    parts = []
+    for i, m in enumerate(config.mappings):
+        data = mapping_to_sql(m.data, "e.event_json")
+        pred = fql_to_sql(m.trigger, "e.event_json")
+        parts.append(f"""
+            SELECT {i} AS mapping_index, {sql_str(m.name)} AS mapping, e.message_id,
+                   COALESCE(e.timestamp, e.original_timestamp, e.received_at) AS event_time,
+                   e.original_timestamp, e.received_at,
+                   md5(CAST(e.event_json AS VARCHAR)) AS event_hash,
+                   CAST({data} AS JSON) AS p
+            FROM {events} AS e WHERE ({pred})""")
+    union = " UNION ALL ".join(parts)
+    return f"SELECT *, {_receiver.user_id_sql('p')} AS uid FROM ({union})"
+
+
+def assignments_query(events: str, config, *, null_clears: bool = True, winners_only: bool = True) -> str:
+    """The whole mapping as one SQL query over the canonical events relation ``events``.
+
+    Returns columns of :data:`LONG_COLUMNS` (``value`` as JSON text) plus, when
+    ``winners_only`` is False, every assignment with ``winner`` BOOLEAN.
+    """
+    objects = f"({objects_query(events, config)})"
+    assigns = _receiver.assignments_sql(objects, null_clears=null_clears)
+    select = (f"uid AS user_id, property, CAST(value AS VARCHAR) AS value, "
+              f"{_receiver.value_type_sql('json_type(value)')} AS value_type, "
+              f"event_time AS updated_at, message_id, rule, mapping")
+    ranked = (f"SELECT *, row_number() OVER (PARTITION BY uid, property ORDER BY {_ORDER_DESC}) "
+              f"AS _rn FROM ({assigns})")
+    if winners_only:
+        return f"SELECT {select} FROM ({ranked}) WHERE _rn = 1 ORDER BY user_id, property"
+    return (f"SELECT {select}, _rn = 1 AS winner FROM ({ranked}) "
+            f"ORDER BY user_id, property, {_ORDER_ASC}")
+
+
+def _events_of(export) -> tuple[duckdb.DuckDBPyConnection, str]:
+    from ._load import Export
+    if not isinstance(export, Export):
+        raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
+    return export.con, ident(export.table)
+
+
+def _register(con) -> None:
+    from ._mappingkit import register_udfs
+    register_udfs(con)
+
+
+def user_properties(export, config=None, *, null_clears: bool = True) -> pd.DataFrame:
+    """The user properties Command AI would hold after receiving the export's events.
+
+    Parameters
+    ----------
+    export : Export
+        From :func:`cmdseg_nb.load_export`.
+    config : MappingConfig, dict, list, str or path, optional
+        The Webhooks destination's mappings; default :meth:`MappingConfig.default` (trigger
+        ``type = "identify"``, data = whole event: traits become properties). Every mapping
+        whose trigger matches an event produces one received object.
+    null_clears : bool, default True
+        Receiver rule 6: an explicit JSON null sets the property to null (it stays listed with
+        ``value == "null"``). With False, explicit nulls are ignored like absent keys.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table, one row per (user, property), sorted by ``user_id``, ``property``:
+        ``user_id`` str, ``property`` str, ``value`` str (compact JSON text of the winning
+        value: ``'"CA"'``, ``'true'``, ``'null'``), ``value_type`` str (string, number,
+        boolean, null, array, object), ``updated_at`` datetime64[us, UTC] (the winning
+        event's time), ``message_id`` str, ``rule`` str (traits, user_property,
+        user_property_event), ``mapping`` str (mapping name). ``df.attrs["skipped"]`` is a
+        dict reason -> count of received objects or keys that made nothing (``no_user_id``,
+        ``empty_user_property_name``, ``invalid_user_property_event``); ``df.attrs["objects"]``
+        counts received objects (events x matching mappings).
+
+    Raises
+    ------
+    MappingError
+        When the configuration is invalid (names mapping and JSON path).
+    CmdsegError
+        When DuckDB fails to run the generated query.
+
+    Notes
+    -----
+    Which value wins (decided in ``webhook-rules.md``): per (user, property) the assignment
+    of the latest event, ordered by ``timestamp``, then ``originalTimestamp``, then
+    ``receivedAt``, then message id; the row order of the files does not matter (case B04).
+    Within one event, later mappings overwrite earlier ones, and receiver rule 5 applies.
+    """
+    cfg = _config(config)
+    con, events = _events_of(export)
+    _register(con)
+    sql = assignments_query(events, cfg, null_clears=null_clears)
+    with duckdb_errors("running the mapping query failed", CmdsegError):
+        df = con.execute(sql).df()
+        skipped, objects = _skipped(con, events, cfg)
+    df = _tidy(df)
+    df.attrs["skipped"] = skipped
+    df.attrs["objects"] = objects
+    return df
+
+
+def _skipped(con, events: str, cfg) -> tuple[dict[str, int], int]:
+    objects = f"(SELECT * FROM ({objects_query(events, cfg)}))"
+    rows = con.execute(_receiver.issues_sql(objects)).fetchall()
+    n = con.execute(f"SELECT count(*) FROM {objects}").fetchall()[0][0]
+    return {reason: int(count) for reason, count in rows}, int(n)
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for c in ("user_id", "property", "value", "value_type", "message_id", "rule", "mapping"):
+        if c in df:
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+    if "updated_at" in df:
+        df["updated_at"] = pd.to_datetime(df["updated_at"], utc=True).astype("datetime64[us, UTC]")
+    return df.reset_index(drop=True)
+
+
+def explain(export, user_id: str, property: str, config=None, *, null_clears: bool = True) -> pd.DataFrame:
+    """Lineage of one user property: every event that set it, oldest first, winner marked.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns of :func:`user_properties` plus ``winner`` bool (exactly one True row when the
+        user has the property; empty frame otherwise).
+    """
+    cfg = _config(config)
+    con, events = _events_of(export)
+    _register(con)
+    sql = assignments_query(events, cfg, null_clears=null_clears, winners_only=False)
+    with duckdb_errors("running the lineage query failed", CmdsegError):
+        df = con.execute(f"SELECT * FROM ({sql}) WHERE user_id = ? AND property = ?",
+                         [user_id, property]).df()
+    return _tidy(df)
+
+
+def to_wide(long_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per user, one column per property, values parsed from JSON.
+
+    Parameters
+    ----------
+    long_df : pandas.DataFrame
+        The long table of :func:`user_properties` (needs ``user_id``, ``property``, ``value``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``user_id`` (str), columns sorted property names, dtype object. A cell holds the
+        Python value of the JSON (str, int, float, bool, list, dict); ``None`` means the
+        property is an explicit JSON null (cleared), ``pd.NA`` means the user does not have it.
+        :func:`cmdseg_nb.identify_frame` keeps that distinction when sending.
+    """
+    missing = {"user_id", "property", "value"} - set(long_df.columns)
+    if missing:
+        raise ValueError(f"to_wide needs the long table's columns; missing {sorted(missing)}")
+    users = sorted(pd.unique(long_df["user_id"]))
+    props = sorted(pd.unique(long_df["property"]))
+    cells: dict[str, dict[Any, Any]] = {p: {} for p in props}
+    for uid, prop, val in zip(long_df["user_id"], long_df["property"], long_df["value"]):
+        cells[prop][uid] = json.loads(val)  # the stdlib keeps integers beyond 64 bits exact
+    data = {p: pd.Series([cells[p].get(u, pd.NA) for u in users], index=users, dtype=object)
+            for p in props}
+    wide = pd.DataFrame(data, index=pd.Index(users, name="user_id", dtype=object), columns=props)
+    return wide
