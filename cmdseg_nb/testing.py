@@ -1,0 +1,401 @@
+"""A local stand-in for Segment's HTTP Tracking API, for tests, notebooks, demos and benchmarks.
+
+:class:`LocalSegment` is a real HTTP server on ``127.0.0.1`` (an ephemeral port) that speaks
+``POST /v1/batch`` and ``GET /v1/projects/<writeKey>/settings`` the way the spec in
+``/work/shared/spec/segment-http-api.md`` describes Segment, and records what it received.
+Scripted replies (:class:`Reply`) inject faults: a status, a ``Retry-After``, a delay, a dropped
+connection. Nothing in the package imports this module except the CLI demo.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import http.server
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+__all__ = ["LocalSegment", "Reply", "ReceivedRequest"]
+
+MAX_BODY_BYTES = 500_000  # Segment: 500 KB per request (uncompressed)
+MAX_MESSAGE_BYTES = 32_768  # Segment: 32 KB per message
+MAX_MESSAGES = 2_500  # Segment: messages per batch (Segment itself answers 200 and drops them)
+MAX_WIRE_BYTES = 8_000_000  # refuse to read bigger request bodies at all
+MAX_DELAY = 60.0
+_TYPES = {"identify", "track", "page", "screen", "group", "alias"}
+_SINGLE = {f"/v1/{t}": t for t in _TYPES}
+_API_HOSTS = {"us": "api.segment.io/v1", "eu": "events.eu1.segmentapis.com/v1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """One scripted answer to the next ``/v1/batch`` request.
+
+    Parameters
+    ----------
+    status : int
+        HTTP status to answer. With 200 the request is also checked and stored as usual.
+    retry_after : float | None
+        ``Retry-After`` header value, in seconds.
+    delay : float
+        Seconds to wait before answering (at most 60). Longer than the client's timeout, it
+        makes the client see a read timeout.
+    message : str | None
+        Message in the JSON body of a non-200 answer.
+    store : bool | None
+        Keep the messages of this request. Default: only for 2xx. ``store=True`` with a
+        5xx or a long delay reproduces "the server stored it but the client saw a failure".
+    disconnect : bool
+        Close the connection without answering (the client sees a connection error).
+    """
+
+    status: int = 200
+    retry_after: float | None = None
+    delay: float = 0.0
+    message: str | None = None
+    store: bool | None = None
+    disconnect: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as LocalSegment saw it.
+
+    Attributes
+    ----------
+    path : str
+    status : int
+        Status answered (0 when the connection was dropped on purpose).
+    body : bytes
+        Request body after gunzip (the exact JSON bytes the client built).
+    gzip : bool
+        Whether it came with ``Content-Encoding: gzip``.
+    wire_bytes : int
+        Body size on the wire.
+    message_count : int
+        Messages in the batch (0 when unreadable).
+    received_at : float
+        ``time.monotonic()`` when the request arrived.
+    error : str | None
+        Why it was rejected.
+    """
+
+    path: str
+    status: int
+    body: bytes
+    gzip: bool
+    wire_bytes: int
+    message_count: int
+    received_at: float
+    error: str | None = None
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _gunzip(raw: bytes) -> bytes:
+    """Decompress at most MAX_BODY_BYTES + 1 bytes (a larger body is over the limit anyway)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise _Rejected(400, f"Invalid gzip body: {exc}") from None
+    if len(out) > MAX_BODY_BYTES:
+        raise _Rejected(400, "Exceed payload limit")
+    return out
+
+
+class LocalSegment:
+    """A loopback Segment: ``POST /v1/batch`` and the settings endpoint, on 127.0.0.1.
+
+    Parameters
+    ----------
+    write_key : str
+        The only write key it accepts.
+    region : {"us", "eu"}
+        Region reported by the settings endpoint (``apiHost``).
+
+    Attributes
+    ----------
+    url : str
+        Base URL, e.g. ``http://127.0.0.1:54321``; pass it as ``send(endpoint=...)``.
+    messages : list[dict]
+        Copy of every stored message, in order of arrival.
+    requests : list[ReceivedRequest]
+        Copy of every request to a ``/v1/`` tracking path, in order of arrival.
+
+    Notes
+    -----
+    Like Segment it checks HTTP Basic auth (``base64(writeKey + ":")``, or a ``writeKey`` in
+    the body), accepts ``Content-Encoding: gzip``, answers ``{"success": true}`` on 200 and 400
+    for invalid JSON, a body over 500,000 bytes uncompressed, more than 2,500 messages, a
+    message over 32,768 bytes (measured as compact JSON re-serialized here, which matches
+    cmdseg_nb's own serialization) or a message without a known ``type`` or without both
+    ``userId`` and ``anonymousId``. **Stricter than Segment, on purpose:** a wrong write key
+    gets 401 (Segment answers 200 and silently drops the events), and more than 2,500
+    messages get 400 (Segment answers 200 and drops them), so tests can see these mistakes.
+
+    ``GET /v1/projects/<key>/settings`` answers like Segment's settings CDN: JSON with
+    ``integrations["Segment.io"]`` for the known key, 404 otherwise.
+
+    Examples
+    --------
+    >>> with LocalSegment("wk_test") as seg:                       # doctest: +SKIP
+    ...     seg.script([Reply(429, retry_after=1), Reply(200)])
+    ...     send(df, write_key="wk_test", endpoint=seg.url)
+    ...     assert len(seg.messages) == len(df)
+    """
+
+    def __init__(self, write_key: str, *, region: str = "us"):
+        if region not in _API_HOSTS:
+            raise ValueError(f"region must be one of {sorted(_API_HOSTS)}, not {region!r}")
+        self._key = write_key
+        self.region = region
+        self._lock = threading.Lock()
+        self._messages: list[dict] = []
+        self._requests: list[ReceivedRequest] = []
+        self._script: collections.deque[Reply] = collections.deque()
+        self._stopping = threading.Event()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        key = f"{self._key[:4]}…{self._key[-4:]}" if len(self._key) >= 12 else f"{self._key[:1]}…"
+        where = self.url if self._server else "not started"
+        return f"LocalSegment({key}, {where}, {len(self._messages)} messages)"
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> LocalSegment:
+        """Start serving on an ephemeral port of 127.0.0.1 (in a daemon thread)."""
+        if self._server is not None:
+            return self
+        handler = type("_Handler", (_Handler,), {"segment": self})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        self._stopping.clear()
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="LocalSegment", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; recorded messages stay readable."""
+        if self._server is None:
+            return
+        self._stopping.set()  # wakes scripted delays
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> LocalSegment:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("LocalSegment is not running; use it in a `with` block or call start()")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- what it saw -----------------------------------------------------------------------
+    @property
+    def messages(self) -> list[dict]:
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        """Forget received messages, requests and unused scripted replies."""
+        with self._lock:
+            self._messages.clear()
+            self._requests.clear()
+            self._script.clear()
+
+    def script(self, replies: Iterable[Reply | int]) -> None:
+        """Queue answers for the next ``/v1/`` tracking requests, one per request, in order.
+
+        An ``int`` is short for ``Reply(status)``. When the queue is empty, requests get the
+        normal behaviour.
+        """
+        items = [Reply(r) if isinstance(r, int) else r for r in replies]
+        for r in items:
+            if not isinstance(r, Reply):
+                raise TypeError(f"script takes Reply objects or status codes, not {r!r}")
+            if not 0 <= r.delay <= MAX_DELAY:
+                raise ValueError(f"delay must be 0..{MAX_DELAY} seconds")
+        with self._lock:
+            self._script.extend(items)
+
+    # -- used by the handler ---------------------------------------------------------------
+    def _next_reply(self) -> Reply | None:
+        with self._lock:
+            return self._script.popleft() if self._script else None
+
+    def _record(self, request: ReceivedRequest, messages: list[dict] | None) -> None:
+        with self._lock:
+            self._requests.append(request)
+            if messages:
+                self._messages.extend(messages)
+
+    def _check_auth(self, header: str | None, body_key: Any) -> None:
+        if header:
+            scheme, _, value = header.partition(" ")
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise _Rejected(401, "Invalid Authorization header") from None
+            user, sep, _ = decoded.partition(":")
+            if scheme.lower() != "basic" or not sep:
+                raise _Rejected(401, "Authorization must be Basic base64(writeKey + ':')")
+            if user != self._key:
+                raise _Rejected(401, "Invalid write key")
+            return
+        if body_key is None:
+            raise _Rejected(401, "No write key: send Basic auth or a writeKey field")
+        if body_key != self._key:
+            raise _Rejected(401, "Invalid write key")
+
+    def _settings(self, key: str) -> tuple[int, bytes]:
+        if key != self._key:
+            return 404, orjson.dumps({"message": "Not Found"})
+        body = {
+            "integrations": {
+                "Segment.io": {"apiKey": key, "apiHost": _API_HOSTS[self.region]}
+            }
+        }
+        return 200, orjson.dumps(body)
+
+    def _check(self, path: str, body: bytes, auth: str | None) -> list[dict]:
+        if len(body) > MAX_BODY_BYTES:
+            raise _Rejected(400, "Exceed payload limit")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _Rejected(400, "Invalid JSON") from None
+        if not isinstance(data, dict):
+            raise _Rejected(400, "Body must be a JSON object")
+        self._check_auth(auth, data.get("writeKey"))
+        if path == "/v1/batch":
+            batch = data.get("batch")
+            if not isinstance(batch, list):
+                raise _Rejected(400, "batch must be an array")
+        else:
+            batch = [{"type": _SINGLE[path], **data}]
+        if len(batch) > MAX_MESSAGES:
+            raise _Rejected(400, f"More than {MAX_MESSAGES} messages in one batch")
+        for i, msg in enumerate(batch):
+            if not isinstance(msg, dict):
+                raise _Rejected(400, f"batch[{i}] is not an object")
+            if len(orjson.dumps(msg)) > MAX_MESSAGE_BYTES:
+                raise _Rejected(400, f"batch[{i}]: message exceeds {MAX_MESSAGE_BYTES} bytes")
+            if msg.get("type") not in _TYPES:
+                raise _Rejected(400, f"batch[{i}]: invalid type {msg.get('type')!r}")
+            if not msg.get("userId") and not msg.get("anonymousId"):
+                raise _Rejected(400, f"batch[{i}]: userId or anonymousId is required")
+        return batch
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(min(seconds, MAX_DELAY))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    segment: LocalSegment  # set on the subclass made by LocalSegment.start
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "settings":
+            status, body = self.segment._settings(parts[2])
+        else:
+            status, body = 404, orjson.dumps({"message": "Not Found"})
+        self._answer(status, body)
+
+    def do_POST(self) -> None:
+        seg = self.segment
+        arrived = time.monotonic()
+        path = self.path.split("?")[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_WIRE_BYTES:
+            self.close_connection = True
+            self._answer(413, orjson.dumps({"message": "Request body too large"}))
+            return
+        raw = self.rfile.read(length) if length else b""
+        if path != "/v1/batch" and path not in _SINGLE:
+            self._answer(404, orjson.dumps({"message": "Not Found"}))
+            return
+        gz = "gzip" in (self.headers.get("Content-Encoding") or "").lower()
+        reply = None
+        body = raw
+        status, message, messages, count = 200, None, None, 0
+        try:
+            if gz:
+                body = _gunzip(raw)
+            messages = seg._check(path, body, self.headers.get("Authorization"))
+            count = len(messages)
+        except _Rejected as exc:
+            status, message = exc.status, exc.message
+        if status == 200:
+            reply = seg._next_reply()  # scripts apply to well-formed requests only
+        if reply is not None:
+            status = 0 if reply.disconnect else reply.status
+            message = reply.message or ("" if status < 300 else f"scripted {status}")
+            keep = reply.store if reply.store is not None else 200 <= status < 300
+            if not keep:
+                messages = None
+        elif status != 200:
+            messages = None
+        seg._record(
+            ReceivedRequest(path, status, body, gz, len(raw), count, arrived,
+                            None if status in (200, 0) else message),
+            messages,
+        )
+        if reply is not None:
+            seg._wait(reply.delay)
+        if status == 0:
+            self.close_connection = True  # drop it without an answer
+            return
+        headers = {}
+        if reply is not None and reply.retry_after is not None:
+            headers["Retry-After"] = f"{reply.retry_after:g}"
+        if 200 <= status < 300:
+            self._answer(status, orjson.dumps({"success": True}), headers)
+        else:
+            self._answer(status, orjson.dumps({"success": False, "message": message}), headers)

@@ -1,0 +1,139 @@
+"""Tests of cmdseg_nb.testing.LocalSegment, the loopback Segment."""
+from __future__ import annotations
+
+import base64
+import gzip
+import threading
+
+import httpx
+import orjson
+import pytest
+
+from cmdseg_nb.testing import LocalSegment, Reply
+
+KEY = "wk_local_0123456789"
+
+
+def auth(key: str = KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def track(i: int = 0, **extra) -> dict:
+    return {"type": "track", "userId": f"u{i}", "event": "E", "messageId": f"m{i}", **extra}
+
+
+def post(seg: LocalSegment, body, *, headers=None, raw: bytes | None = None, gz=False):
+    content = raw if raw is not None else orjson.dumps(body)
+    hdrs = {"Content-Type": "application/json", **(headers if headers is not None else auth())}
+    if gz:
+        content = gzip.compress(content)
+        hdrs["Content-Encoding"] = "gzip"
+    return httpx.post(f"{seg.url}/v1/batch", content=content, headers=hdrs, timeout=10)
+
+
+@pytest.fixture
+def seg():
+    with LocalSegment(KEY) as server:
+        yield server
+
+
+def test_accepts_batch_and_records_it(seg):
+    r = post(seg, {"batch": [track(0), track(1)], "sentAt": "2024-03-10T09:00:00.000Z"})
+    assert r.status_code == 200 and r.json() == {"success": True}
+    assert [m["userId"] for m in seg.messages] == ["u0", "u1"]
+    [req] = seg.requests
+    assert (req.path, req.status, req.gzip, req.message_count) == ("/v1/batch", 200, False, 2)
+    assert orjson.loads(req.body)["batch"][0]["messageId"] == "m0"
+    assert seg.url.startswith("http://127.0.0.1:")
+
+
+def test_accepts_gzip(seg):
+    r = post(seg, {"batch": [track(0)]}, gz=True)
+    assert r.status_code == 200
+    [req] = seg.requests
+    assert req.gzip and req.wire_bytes < len(req.body) + 40 and req.message_count == 1
+
+
+def test_wrong_or_missing_key_is_401_stricter_than_segment(seg):
+    assert post(seg, {"batch": [track()]}, headers=auth("wk_wrong")).status_code == 401
+    assert post(seg, {"batch": [track()]}, headers={}).status_code == 401
+    assert seg.messages == []
+    # a writeKey in the body is accepted, like Segment
+    assert post(seg, {"batch": [track()], "writeKey": KEY}, headers={}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "message"),
+    [
+        (None, b"{not json", "Invalid JSON"),
+        ({"batch": [track(i, p="x" * 300) for i in range(1_700)]}, None, "Exceed payload limit"),
+        ({"batch": [track(i) for i in range(2_501)]}, None, "More than 2500"),
+        ({"batch": [track(0, properties={"d": "x" * 33_000})]}, None, "exceeds 32768"),
+        ({"batch": [{"type": "track", "event": "E"}]}, None, "userId or anonymousId"),
+        ({"batch": [{"type": "nope", "userId": "u"}]}, None, "invalid type"),
+    ],
+)
+def test_rejects_what_segment_rejects_with_400(seg, body, raw, message):
+    r = post(seg, body, raw=raw)
+    assert r.status_code == 400 and message in r.json()["message"]
+    assert seg.messages == [] and seg.requests[0].status == 400
+
+
+def test_script_applies_in_order_then_normal(seg):
+    seg.script([Reply(429, retry_after=2), 503, Reply(disconnect=True)])
+    r1 = post(seg, {"batch": [track()]})
+    assert r1.status_code == 429 and r1.headers["Retry-After"] == "2"
+    assert post(seg, {"batch": [track()]}).status_code == 503
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(seg, {"batch": [track()]})
+    assert post(seg, {"batch": [track(5)]}).status_code == 200
+    assert [m["userId"] for m in seg.messages] == ["u5"]
+    assert [r.status for r in seg.requests] == [429, 503, 0, 200]
+
+
+def test_script_store_true_keeps_messages_of_a_failed_answer(seg):
+    seg.script([Reply(500, store=True)])
+    assert post(seg, {"batch": [track(1)]}).status_code == 500
+    assert [m["userId"] for m in seg.messages] == ["u1"]
+
+
+def test_settings_endpoint_known_and_unknown_key():
+    for region, host in (("us", "api.segment.io/v1"), ("eu", "events.eu1.segmentapis.com/v1")):
+        with LocalSegment(KEY, region=region) as seg:
+            ok = httpx.get(f"{seg.url}/v1/projects/{KEY}/settings")
+            missing = httpx.get(f"{seg.url}/v1/projects/wk_unknown/settings")
+        assert ok.status_code == 200
+        assert ok.json()["integrations"]["Segment.io"] == {"apiKey": KEY, "apiHost": host}
+        assert missing.status_code == 404
+
+
+def test_messages_are_thread_safe_and_complete(seg):
+    def worker(w: int):
+        with httpx.Client(timeout=10) as client:
+            for j in range(5):
+                body = orjson.dumps({"batch": [track(w * 100 + j) for _ in range(3)]})
+                client.post(f"{seg.url}/v1/batch", content=body, headers=auth())
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(seg.messages) == 4 * 5 * 3 and len(seg.requests) == 20
+    assert all(r.status == 200 for r in seg.requests)
+
+
+def test_repr_masks_key_and_url_needs_running_server():
+    seg = LocalSegment(KEY)
+    assert KEY not in repr(seg) and "wk_l…6789" in repr(seg)
+    with pytest.raises(RuntimeError):
+        seg.url
+    with seg:
+        assert KEY not in repr(seg)
+    with pytest.raises(RuntimeError):
+        seg.url
+
+
+def test_unknown_path_is_404(seg):
+    r = httpx.post(f"{seg.url}/v2/nothing", content=b"{}", headers=auth())
+    assert r.status_code == 404 and seg.requests == []
