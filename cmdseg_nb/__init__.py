@@ -9,7 +9,9 @@ from ._errors import (
     TransportError,
 )
 from ._load import Export, LoadReport, load_export
+from ._messages import identify_frame, track_frame
 from ._properties import explain, to_wide, user_properties
+from ._send import SendResult, send
 
 __all__ = [
     "CmdsegError",
@@ -20,9 +22,13 @@ __all__ = [
     "MappingError",
     "MessageError",
     "SendError",
+    "SendResult",
     "TransportError",
     "explain",
+    "identify_frame",
     "load_export",
+    "send",
     "to_wide",
+    "track_frame",
     "user_properties",
 ]

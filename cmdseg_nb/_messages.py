@@ -596,8 +596,8 @@ def identify_frame(wide: pd.DataFrame, *, user_id_column: str = "user_id") -> pd
     Parameters
     ----------
     wide : pandas.DataFrame
-        One row per user: a ``user_id_column`` (str or integer) and one column per user
-        property. Cells are Python values as parsed from JSON (str, int, float, bool, list,
+        One row per user: a ``user_id_column`` (str or integer; or the index so named, as
+        :func:`cmdseg_nb.to_wide` returns) and one column per user property. Cells are Python values as parsed from JSON (str, int, float, bool, list,
         dict, None), or any value :func:`send` can serialize. Use ``dtype=object`` columns to
         keep ``None`` apart from missing (pandas turns ``None`` into ``NaN`` in float columns).
     user_id_column : str
@@ -624,8 +624,11 @@ def identify_frame(wide: pd.DataFrame, *, user_id_column: str = "user_id") -> pd
     """
     if not isinstance(wide, pd.DataFrame):
         raise MessageError(f"identify_frame takes a pandas.DataFrame, not {type(wide).__name__}")
+    if user_id_column not in wide.columns and wide.index.name == user_id_column:
+        wide = wide.reset_index()  # the index of to_wide(); a new frame, the input is untouched
     if user_id_column not in wide.columns:
-        raise MessageError(f"no column {user_id_column!r} with the user ids", column=user_id_column)
+        raise MessageError(f"no column or index {user_id_column!r} with the user ids",
+                           column=user_id_column)
     props = [c for c in wide.columns if c != user_id_column]
     values = {c: wide[c].tolist() for c in props}
     traits = []
