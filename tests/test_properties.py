@@ -174,3 +174,23 @@ def test_random_order_and_ties_give_the_same_table(tmp_path):
         assert got == reference_user_properties(events)
         base = base or got
         assert got == base
+
+
+def test_track_events_become_true_flags_named_by_event_text(rudder):
+    config = [
+        {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
+        {"name": "Track flags", "trigger": 'type = "track"',
+         "data": {"userId": {"@path": "$.userId"}, "user_property_event": {"@path": "$.event"}}},
+    ]
+    long = user_properties(rudder, config)
+    flags = long[long["rule"] == "user_property_event"]
+    assert set(flags["value"]) == {"true"} and set(flags["mapping"]) == {"Track flags"}
+    got = set(zip(flags["user_id"], flags["property"]))
+    tracks = pd.read_csv(RUDDER / "tracks.csv").dropna(subset=["user_id"])
+    want = set(zip(tracks["user_id"], tracks["event_text"]))
+    assert got == want and len(want) > 50
+    # the identify traits are still there, unchanged
+    traits = long[long["rule"] == "traits"]
+    assert len(traits) == 33 * 6
+    assert long.attrs["skipped"]["no_user_id"] == int(
+        pd.read_csv(RUDDER / "tracks.csv")["user_id"].isna().sum())
