@@ -25,8 +25,8 @@ import email.utils
 import gzip as gziplib
 import html
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -36,7 +36,7 @@ import tenacity
 from ._errors import SendError, TransportError
 from ._messages import prepare
 
-__all__ = ["SendResult", "send"]
+__all__ = ["SendProgress", "SendResult", "send"]
 
 ENDPOINTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 #: Segment's hard limits per request (spec "Limits").
@@ -420,6 +420,43 @@ class SendResult:
         return out + "</div>"
 
 
+# -- progress and cancel hooks (used by the Send panel of cmdseg_nb.widgets) -------------------
+class _CancelFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SendProgress:
+    """A snapshot handed to ``send(on_progress=...)`` before the first batch and after each outcome.
+
+    Attributes
+    ----------
+    rows, batches : int
+        Valid rows planned into batches, and planned batches.
+    rows_done, batches_done : int
+        Rows with a final outcome (sent or failed), and batches finished.
+    sent, failed : int
+        Rows sent / failed so far.
+    requests, retries : int
+        HTTP requests made so far, and how many of them were retries.
+    bytes_sent : int
+        Request body bytes on the wire so far (after gzip).
+    cancelled : bool
+        ``cancel`` was set; the remaining batches end ``skipped``.
+    """
+
+    rows: int
+    batches: int
+    rows_done: int = 0
+    batches_done: int = 0
+    sent: int = 0
+    failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    cancelled: bool = False
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -446,6 +483,8 @@ def send(
     progress: bool = True,
     dry_run: bool = False,
     transport: httpx.BaseTransport | None = None,
+    on_progress: Callable[[SendProgress], None] | None = None,
+    cancel: _CancelFlag | None = None,
 ) -> SendResult:
     """Send the rows of a frame to Segment's HTTP Tracking API as batches.
 
@@ -503,6 +542,11 @@ def send(
         Validate, serialize and batch, but make no HTTP request; valid rows end ``skipped``.
     transport : httpx.BaseTransport | None
         For tests (``httpx.MockTransport``) or custom networking.
+    on_progress : callable(SendProgress) | None
+        Called in the sending thread before the first batch and after each batch outcome.
+    cancel : threading.Event | None
+        Checked before each batch; once set, no new batch starts and the remaining rows end
+        ``skipped`` ("not sent: cancelled"). A batch already in flight finishes (clean stop).
 
     Returns
     -------
@@ -606,7 +650,13 @@ def send(
             with httpx.Client(transport=transport, timeout=timeout) as client:
                 poster.client = client
                 stopped: str | None = None
+                done = SendProgress(total, len(batches))
+                if on_progress is not None:
+                    on_progress(done)
                 for b in batches:
+                    if stopped is None and cancel is not None and cancel.is_set():
+                        stopped = "not sent: cancelled"
+                        done = dataclasses.replace(done, cancelled=True)
                     if stopped is not None:
                         for i in b.items:
                             pos = prepared.rows[i]
@@ -617,6 +667,19 @@ def send(
                         bar.update(len(outcome.items))
                         if outcome.stop_all and stopped is None:
                             stopped = f"not sent: batch {b.number} failed with {outcome.error}"
+                        ok = outcome.status == "sent"
+                        done = dataclasses.replace(
+                            done, rows_done=done.rows_done + len(outcome.items),
+                            sent=done.sent + (len(outcome.items) if ok else 0),
+                            failed=done.failed + (0 if ok else len(outcome.items)),
+                            requests=poster.requests, bytes_sent=poster.bytes_sent,
+                            retries=done.retries + max(0, outcome.attempts - 1),
+                        )
+                        if on_progress is not None:
+                            on_progress(done)
+                    done = dataclasses.replace(done, batches_done=done.batches_done + 1)
+                if on_progress is not None:
+                    on_progress(done)
 
     rows = pd.DataFrame(
         {
