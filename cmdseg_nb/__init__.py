@@ -1,4 +1,5 @@
 """cmdseg_nb: Segment exports -> Command AI user properties, and lossless bulk sends to Segment."""
+from ._coverage import Coverage, coverage
 from ._errors import (
     CmdsegError,
     CmdsegWarning,
@@ -16,6 +17,7 @@ from ._send import SendResult, send
 __all__ = [
     "CmdsegError",
     "CmdsegWarning",
+    "Coverage",
     "Export",
     "ExportError",
     "LoadReport",
@@ -24,6 +26,7 @@ __all__ = [
     "SendError",
     "SendResult",
     "TransportError",
+    "coverage",
     "explain",
     "identify_frame",
     "load_export",
