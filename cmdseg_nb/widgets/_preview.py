@@ -7,10 +7,11 @@ from typing import Any
 
 import ipywidgets as W
 
-from .._config import MappingConfig
 from .._db import ident, sql_str
-from .._preview import preview, reference_user_properties
 from ._common import Panel, Status, title
+
+# MappingConfig and the Python preview are imported when a panel is made, so the Connect and
+# Send panels never depend on the mapping modules.
 
 __all__ = ["MappingPreviewPanel", "mapping_preview"]
 
@@ -81,13 +82,15 @@ class MappingPreviewPanel(Panel):
     """
 
     def __init__(self, events: Any, config: Any = None, *, limit: int = 200):
+        from .._config import MappingConfig
+
         self._events = _Events(events, limit)
         if config is None:
             config = MappingConfig.default()
         elif not isinstance(config, MappingConfig):
             config = (MappingConfig.from_json(config) if isinstance(config, str)
                       else MappingConfig.from_dict(config))
-        self.config: MappingConfig | None = config
+        self.config: Any = config  # MappingConfig
         self.events: list[dict] = self._events.sample
         self.previews: list = []
         self.user_properties: dict = {}
@@ -118,6 +121,9 @@ class MappingPreviewPanel(Panel):
 
     def _first_match(self) -> int:
         """Index of the first event some mapping matches (0 when none or the JSON is bad)."""
+        from .._config import MappingConfig
+        from .._preview import preview
+
         try:
             config = MappingConfig.from_json(self.editor.value)
         except ValueError:
@@ -126,6 +132,9 @@ class MappingPreviewPanel(Panel):
 
     def refresh(self) -> None:
         """Validate the editor's JSON and show the previews (errors inline in ``status``)."""
+        from .._config import MappingConfig
+        from .._preview import preview, reference_user_properties
+
         with self.status.reporting("Preview"):
             try:
                 self.config = MappingConfig.from_json(self.editor.value)
