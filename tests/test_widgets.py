@@ -323,3 +323,26 @@ def test_preview_on_a_list_of_events():
     panel.user.value = "u1"
     assert panel.user_properties == {"plan": "pro"}
     assert KEY not in every_widget_state()
+
+
+# -- the notebook, in a real kernel (nbclient; never written back) ----------------------------
+def test_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = TESTS.parent / "notebooks" / "01_connect_and_test_event.ipynb"
+    before = path.read_bytes()
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+        "the committed notebook must have its outputs cleared"
+    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+    monkeypatch.delenv("CMDSEG_ENDPOINT", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(TESTS.parent))
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = json.dumps(nb)
+    assert "Sending to a LocalSegment at http://127.0.0.1:" in text
+    assert "application/vnd.jupyter.widget-view+json" in text  # the panels were displayed
+    assert '"output_type": "error"' not in text
+    assert path.read_bytes() == before  # never written back

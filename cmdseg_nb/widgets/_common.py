@@ -42,7 +42,8 @@ class Status:
         body = "<br>".join(html.escape(line) for line in lines)
         self.widget.value = (
             f"<div class='cmdseg-status cmdseg-status-{kind}' style='color:{color};"
-            f"background:{background};padding:4px 8px;border-radius:3px;white-space:normal'>"
+            f"background:{background};padding:4px 8px;border-radius:3px;line-height:1.45;"
+            f"white-space:normal'>"
             f"{icon} {body}</div>"
         )
 

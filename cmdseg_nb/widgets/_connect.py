@@ -43,7 +43,7 @@ class ConnectPanel(Panel):
         self.endpoint = W.Text(value=endpoint or "", placeholder=ENDPOINT_PLACEHOLDER,
                                description="Endpoint", layout=W.Layout(width="32em"))
         advanced = W.Accordion(children=[self.endpoint], titles=("Advanced: endpoint URL",))
-        self.button = W.Button(description="Connect", button_style="primary", icon="plug")
+        self.button = W.Button(description="Connect", button_style="primary")
         self.status = Status("Paste the write key, choose the region, then click Connect.")
         self.button.on_click(lambda _b: self.connect())
         self.widget = W.VBox([title("Connect to a Segment source"), self.key, self.region,
@@ -95,7 +95,7 @@ class TestEventPanel(Panel):
     def __init__(self, source: ConnectPanel | Connection):
         self._source = source
         self.result: TestEventResult | None = None
-        self.button = W.Button(description="Send test event", icon="paper-plane")
+        self.button = W.Button(description="Send test event")
         self.status = Status(f"Sends one track event named {TEST_EVENT_NAME!r}.")
         self.button.on_click(lambda _b: self.send())
         self.widget = W.VBox([title("Test event"), self.button, self.status.widget])

@@ -66,8 +66,8 @@ class SendPanel(Panel):
         self.progress: SendProgress | None = None
         self.result: SendResult | None = None
         n = _rows(data)
-        self.send_button = W.Button(description="Send", button_style="primary", icon="upload")
-        self.cancel_button = W.Button(description="Cancel", button_style="warning", icon="stop",
+        self.send_button = W.Button(description="Send", button_style="primary")
+        self.cancel_button = W.Button(description="Cancel", button_style="warning",
                                       disabled=True)
         self.bar = W.IntProgress(value=0, min=0, max=max(n or 1, 1), description="rows")
         self.counts = W.HTML()
