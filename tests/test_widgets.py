@@ -263,8 +263,9 @@ def test_send_hooks_report_progress_in_order(seg):
     conn = connected(seg).connection
     seen: list[SendProgress] = []
     conn.send(frame(25), progress=False, max_batch_messages=10, on_progress=seen.append)
-    assert seen[0].rows == 25 and seen[0].batches == 3 and seen[0].rows_done == 0
-    assert seen[-1].rows_done == 25 and seen[-1].batches_done == 3 and seen[-1].sent == 25
+    assert seen[0].rows == 25 and seen[0].rows_done == 0  # batches may be planned as it goes
+    assert seen[-1].rows_done == 25 and seen[-1].sent == 25
+    assert seen[-1].batches_done == seen[-1].batches == 3
     assert [p.rows_done for p in seen] == sorted(p.rows_done for p in seen)
 
 
