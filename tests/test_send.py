@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmdseg_nb._errors import SendError
-from cmdseg_nb._send import SendResult, WriteKey, _Envelope, _plan_batches, send
+from cmdseg_nb._batching import Envelope, plan_batches
+from cmdseg_nb._send import SendResult, WriteKey, send
 from cmdseg_nb.testing import LocalSegment, Reply
 
 KEY = "wk_FAKE_0123456789abcdef"
@@ -113,7 +114,7 @@ def test_bad_settings_raise_send_error(kw):
 
 def test_write_key_never_in_result_repr_html_or_rows():
     rec = Recorder(lambda r, q, b: httpx.Response(403, json={"message": "forbidden"}))
-    result = do_send(frame(4), rec, max_batch_messages=2)
+    result = do_send(frame(4), rec, max_batch_messages=2, concurrency=1)
     texts = [repr(result), str(result), result._repr_html_(), result.rows.to_csv(),
              repr(vars(result)), repr(WriteKey(KEY)), str(WriteKey(KEY))]
     for text in texts:
@@ -183,14 +184,14 @@ def test_message_too_big_for_a_small_max_batch_bytes_is_invalid():
     with_integrations=st.booleans(),
 )
 def test_planned_batches_never_exceed_limits(sizes, max_bytes, max_messages, with_integrations):
-    env = _Envelope({"All": False, "Webhooks": True} if with_integrations else None)
-    batches, too_big = _plan_batches(sizes, env.overhead, max_bytes, max_messages)
-    placed = [i for b in batches for i in b.items]
+    env = Envelope({"All": False, "Webhooks": True} if with_integrations else None)
+    batches, too_big = plan_batches(sizes, env.overhead, max_bytes, max_messages)
+    placed = [i for b in batches for i in b]
     assert sorted(placed + too_big) == list(range(len(sizes)))
     assert placed == sorted(placed)  # input order kept
     for b in batches:
-        body = env.body([b"x" * sizes[i] for i in b.items], "2024-03-10T09:00:00.000Z")
-        assert len(body) <= max_bytes and 1 <= len(b.items) <= max_messages
+        body = env.body([b"x" * sizes[i] for i in b], "2024-03-10T09:00:00.000Z")
+        assert len(body) <= max_bytes and 1 <= len(b) <= max_messages
     for i in too_big:
         assert env.overhead + sizes[i] > max_bytes
 
@@ -260,7 +261,8 @@ def test_other_4xx_fails_batch_without_retry():
 
 def test_retry_budget_is_bounded_and_later_batches_skipped():
     rec = Recorder(lambda r, q, b: httpx.Response(503))
-    result = do_send(frame(3), rec, max_batch_messages=1, max_retry_time=0.3, backoff=0.05)
+    result = do_send(frame(3), rec, max_batch_messages=1, max_retry_time=0.3, backoff=0.05,
+                     concurrency=1)
     assert list(result.rows["status"]) == ["failed", "skipped", "skipped"]
     assert "gave up" in result.rows["error"][0] and result.rows["http_status"][0] == 503
     assert 2 <= len(rec.requests) < 20
@@ -347,8 +349,9 @@ def test_b22_against_local_segment():
                 Reply(disconnect=True), Reply(200),
             ]
         )
+        # one request in flight, so the scripted replies meet the batches in order
         result = send(frame(4), write_key=KEY, endpoint=seg.url, max_batch_messages=1,
-                      progress=False, backoff=0.01)
+                      progress=False, backoff=0.01, concurrency=1)
         reqs = seg.requests
         got = [m["userId"] for m in seg.messages]
     assert (result.batches_sent, result.batches_failed) == (3, 1)
