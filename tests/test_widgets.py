@@ -140,6 +140,13 @@ def test_connect_unknown_key_and_offline_do_not_block(seg):
     assert panel.status.kind == "warn" and "could not verify" in panel.status.text
 
 
+def test_connect_with_an_empty_box_keeps_the_connection(seg):
+    panel = connected(seg)
+    panel.button.click()
+    assert panel.connection is not None and panel.status.kind == "error"
+    assert panel.status.text.endswith("still connected with key wk_F…cdef")
+
+
 def test_connect_bad_endpoint_is_an_error_in_the_status(seg):
     panel = widgets.connect(endpoint="not a url")
     panel.key.value = KEY

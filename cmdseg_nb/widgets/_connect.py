@@ -54,9 +54,11 @@ class ConnectPanel(Panel):
         raw, self.key.value = self.key.value, ""  # the key leaves widget state first
         with self.status.reporting("Connect"):
             if not raw.strip():
+                still = (f"; still connected with key {self.connection.write_key}"
+                         if self.connection is not None else "")
                 self.status.show("error", "Connect failed: the write key box is empty; paste the "
-                                          "write key first")
-                return None
+                                          f"write key first{still}")
+                return self.connection
             self.status.show("info", "Connecting…")
             self.connection = None
             conn = _connect(raw, region=self.region.value,
