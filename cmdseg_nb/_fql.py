@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Any
 
 from ._errors import MappingError
@@ -216,17 +217,34 @@ def sql_falsy(x: str) -> str:
     )
 
 
-def sql_walk(event: str, base: list[str], keys: list[str]) -> str:
-    """SQL JSON for ``keys.reduce((p, k) => p && p[k], event[base...])``; NULL is undefined."""
-    steps = [f"json_extract({event}, {sql_str(json_pointer(base + keys[:i]))})" for i in range(len(keys) + 1)]
-    if not base:
-        steps = steps[1:]  # the event itself is an object, never falsy
-        if not steps:
+def sql_walk(event: str, base: list[str], keys: list[str], *, base_is_object: bool = True) -> str:
+    """SQL JSON for ``keys.reduce((p, k) => p && p[k], event[base...])``; NULL is undefined.
+
+    One ``json_extract`` with a list of JSON Pointers reads every prefix in one pass; a lambda
+    binds the list so each prefix is named once. With ``base`` empty and ``base_is_object`` the
+    event itself (an object, never falsy) is not tested.
+    """
+    prefixes = [base + keys[:i] for i in range(len(keys) + 1)]
+    if not base and base_is_object:
+        prefixes = prefixes[1:]
+        if not prefixes:
             return event
-    if len(steps) == 1:
-        return steps[0]
+    if len(prefixes) == 1:
+        return f"json_extract({event}, {sql_str(json_pointer(prefixes[0]))})"
+    paths = ", ".join(sql_str(json_pointer(p)) if p else "'$'" for p in prefixes)
+    var = f"cmdseg_p{_next_id()}"
+    steps = [f"{var}[{i + 1}]" for i in range(len(prefixes))]
     whens = " ".join(f"WHEN {sql_falsy(s)} THEN {s}" for s in steps[:-1])
-    return f"(CASE {whens} ELSE {steps[-1]} END)"
+    return f"list_transform([json_extract({event}, [{paths}])], lambda {var}: CASE {whens} ELSE {steps[-1]} END)[1]"
+
+
+_ID = [0]
+_ID_LOCK = threading.RLock()  # compile under the lock so lambda names restart at 1 (stable SQL)
+
+
+def _next_id() -> int:
+    _ID[0] += 1
+    return _ID[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,4 +782,7 @@ def fql_to_sql(trigger: str | dict, event: str) -> str:
     MappingError
         If ``trigger`` is text that does not parse.
     """
-    return _sql(_ast(trigger), event)
+    ast = _ast(trigger)
+    with _ID_LOCK:
+        _ID[0] = 0
+        return _sql(ast, event)

@@ -27,6 +27,8 @@ from typing import Any
 
 from ._errors import MappingError
 from ._fql import (
+    _ID,
+    _ID_LOCK,
     _NUM_TYPES,
     UNDEFINED,
     _walk,
@@ -339,6 +341,8 @@ def validate_mapping(data, *, mapping_name: str | None = None, base_path: str = 
         ``.problems`` lists all ``(path, message)``.
     """
     errs = _segment_validate(data)
+    if data is None:
+        errs.append(_VErr("data must be an object or a directive, not null", []))
     _static_problems(data, [], errs)
     if errs:
         problems = [(base_path + _json_path(e.stack)[1:], e.msg) for e in errs]
@@ -693,11 +697,25 @@ def _remove_undefined(v):
     return v
 
 
+def _spread(mapping) -> dict:
+    """``{...mapping}`` as getMappingToProcess does: the top level of data is always an object."""
+    if mapping is None:
+        raise _RuntimeError("Cannot convert undefined or null to object")
+    if isinstance(mapping, dict):
+        return dict(mapping)
+    if isinstance(mapping, list):
+        return {str(i): v for i, v in enumerate(mapping)}
+    if isinstance(mapping, str):
+        return {str(i): c for i, c in enumerate(mapping)}
+    return {}
+
+
 def _transform(mapping, payload):
     if payload is UNDEFINED:
         payload = {}
     if not isinstance(payload, dict):
         raise _RuntimeError(f"data must be an object, got {_type(payload)}")
+    mapping = _spread(mapping)
     errs = _segment_validate(mapping)
     if errs:
         raise _RuntimeError(f"/{'/'.join(map(str, errs[0].stack))} {errs[0].msg}.")
@@ -932,9 +950,7 @@ class _Compiler:
 
 def _walk_any(ev: str, keys: list[str]) -> str:
     """Like sql_walk but the base (an @arrayPath item) may itself be falsy."""
-    steps = [ev] + [f"json_extract({ev}, {sql_str(json_pointer(keys[:i]))})" for i in range(1, len(keys) + 1)]
-    whens = " ".join(f"WHEN {sql_falsy(s)} THEN {s}" for s in steps[:-1])
-    return f"(CASE {whens} ELSE {steps[-1]} END)"
+    return sql_walk(ev, [], keys, base_is_object=False)
 
 
 def _sql_loose_empty(x: str) -> str:
@@ -944,7 +960,7 @@ def _sql_loose_empty(x: str) -> str:
             f"ELSE json_type({x}) IN {_NUM_TYPES} AND TRY_CAST({x} AS DOUBLE) = 0 END)")
 
 
-def _sql_js_string(x: str, comp, depth: int = 3) -> str:
+def _sql_js_string(x: str, comp, depth: int = 2) -> str:
     """SQL VARCHAR: String(x) as a template placeholder renders it (undefined/null give '')."""
     if depth == 0:
         arr = "'[nested array]'"
@@ -1015,28 +1031,33 @@ def mapping_to_sql(data, event: str, *, mapping_name: str | None = None) -> str:
         If :func:`validate_mapping` rejects ``data``.
     """
     validate_mapping(data, mapping_name=mapping_name)
-    return _Compiler().c(data, event, True)
+    try:
+        top = _spread(data)
+    except _RuntimeError as e:
+        raise MappingError(f"data must not be null: {e}", mapping=mapping_name, path="$") from None
+    global _LAMBDA_N
+    with _ID_LOCK:
+        _ID[0] = _LAMBDA_N = 0
+        return _Compiler().c(top, event, True)
 
 
 _JS_NUM_MACRO = r"""
-CREATE OR REPLACE MACRO cmdseg_js_num_render(neg, digits, n) AS
-  (CASE WHEN neg THEN '-' ELSE '' END) ||
-  (CASE WHEN length(digits) <= n AND n <= 21 THEN digits || repeat('0', n - length(digits))
-        WHEN 0 < n AND n <= 21 THEN left(digits, n) || '.' || substr(digits, n + 1)
-        WHEN -6 < n AND n <= 0 THEN '0.' || repeat('0', -n) || digits
-        ELSE left(digits, 1) || (CASE WHEN length(digits) > 1 THEN '.' || substr(digits, 2) ELSE '' END)
-             || 'e' || (CASE WHEN n - 1 >= 0 THEN '+' ELSE '-' END) || abs(n - 1)::VARCHAR END);
-CREATE OR REPLACE MACRO cmdseg_js_num_parts(neg, ip, fp, ex) AS
-  cmdseg_js_num_render(neg, rtrim(ltrim(ip || fp, '0'), '0'),
-                       length(ip) + ex - (length(ip || fp) - length(ltrim(ip || fp, '0'))));
-CREATE OR REPLACE MACRO cmdseg_js_num_str(neg, s) AS
-  cmdseg_js_num_parts(neg, split_part(split_part(s, 'e', 1), '.', 1), split_part(split_part(s, 'e', 1), '.', 2),
-                      COALESCE(TRY_CAST(split_part(s, 'e', 2) AS INTEGER), 0));
 CREATE OR REPLACE MACRO cmdseg_js_num(d) AS
   CASE WHEN isnan(d) THEN 'NaN' WHEN isinf(d) THEN (CASE WHEN d > 0 THEN 'Infinity' ELSE '-Infinity' END)
        WHEN d = 0 THEN '0'
-       WHEN d = trunc(d) AND abs(d) < 1e21 THEN CAST(d AS HUGEINT)::VARCHAR
-       ELSE cmdseg_js_num_str(d < 0, abs(d)::VARCHAR) END;
+       WHEN d = trunc(d) AND abs(d) < 9007199254740992 THEN CAST(d AS BIGINT)::VARCHAR
+       ELSE (CASE WHEN d < 0 THEN '-' ELSE '' END) || list_transform([abs(d)::VARCHAR], lambda s:
+         list_transform([struct_pack(ip := split_part(split_part(s, 'e', 1), '.', 1),
+                                     fp := split_part(split_part(s, 'e', 1), '.', 2),
+                                     ex := COALESCE(TRY_CAST(split_part(s, 'e', 2) AS INTEGER), 0))], lambda p:
+           list_transform([struct_pack(digits := rtrim(ltrim(p.ip || p.fp, '0'), '0'),
+                                       n := length(p.ip) + p.ex - (length(p.ip || p.fp) - length(ltrim(p.ip || p.fp, '0'))))],
+             lambda q: CASE WHEN length(q.digits) <= q.n AND q.n <= 21 THEN q.digits || repeat('0', q.n - length(q.digits))
+                            WHEN 0 < q.n AND q.n <= 21 THEN left(q.digits, q.n) || '.' || substr(q.digits, q.n + 1)
+                            WHEN -6 < q.n AND q.n <= 0 THEN '0.' || repeat('0', -q.n) || q.digits
+                            ELSE left(q.digits, 1) || (CASE WHEN length(q.digits) > 1 THEN '.' || substr(q.digits, 2) ELSE '' END)
+                                 || 'e' || (CASE WHEN q.n - 1 >= 0 THEN '+' ELSE '-' END) || abs(q.n - 1)::VARCHAR END
+           )[1])[1])[1] END;
 """
 
 
@@ -1052,7 +1073,7 @@ def _as_sent(v):
 def _json_out(v) -> str | None:
     if v is UNDEFINED:
         return None
-    return json.dumps(_remove_undefined(v), ensure_ascii=False, allow_nan=False)
+    return json.dumps(_as_sent(v), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 @functools.lru_cache(maxsize=256)

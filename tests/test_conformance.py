@@ -90,6 +90,20 @@ def canon(v):
     return ("obj", tuple(sorted((k, canon(x)) for k, x in v.items())))
 
 
+def encode_only_difference(node, got) -> bool:
+    """@json encode in SQL spells numbers as DuckDB does (2.5e300 for 2.5e+300): DIFFERENCES.md."""
+    if isinstance(node, str) and isinstance(got, str):
+        try:
+            return canon(json.loads(node)) == canon(json.loads(got))
+        except ValueError:
+            return False
+    if isinstance(node, dict) and isinstance(got, dict):
+        return set(node) == set(got) and all(encode_only_difference(node[k], got[k]) or canon(node[k]) == canon(got[k]) for k in node)
+    if isinstance(node, list) and isinstance(got, list):
+        return len(node) == len(got) and all(encode_only_difference(a, b) or canon(a) == canon(b) for a, b in zip(node, got))
+    return False
+
+
 def node_value(ans: dict):
     if not ans["ok"]:
         return "error"
@@ -103,13 +117,26 @@ def py_value(mapping, ev):
         return "error"
 
 
+class _Summary:
+    """Late-registered pytest plugin: prints the conformance counts in the terminal summary, so
+    they show in plain ``make test`` output (no ``-s`` needed)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def pytest_terminal_summary(self, terminalreporter):
+        terminalreporter.write_sep("-", "conformance counts")
+        for line in self.lines:
+            terminalreporter.write_line(line)
+
+
 def report(request, title: str, counts: dict):
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = f"{title}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    if tr is not None:
-        tr.ensure_newline()
-        tr.write_line(line)
-    print(line)
+    pm = request.config.pluginmanager
+    plugin = pm.get_plugin("cmdseg-conformance-summary")
+    if plugin is None:
+        plugin = _Summary()
+        pm.register(plugin, "cmdseg-conformance-summary")
+    plugin.lines.append(f"{title}: " + ", ".join(f"{k!s}: {v}" for k, v in sorted(counts.items())))
 
 
 def test_mapping_kit_conformance(oracle, request):
@@ -153,6 +180,9 @@ def test_mapping_kit_conformance(oracle, request):
         for ei in range(N_EVENTS):
             stats["sql_pairs"] += 1
             if (node[ei] == "error") != (got[ei] == "error") or (node[ei] != "error" and canon(node[ei]) != canon(got[ei])):
+                if '"encode"' in json.dumps(m) and encode_only_difference(node[ei], got[ei]):
+                    stats["sql_json_encode_spelling"] = stats.get("sql_json_encode_spelling", 0) + 1
+                    continue
                 failures.append(("sql", m, events[ei], node[ei], got[ei]))
     report(request, "mapping-kit conformance directives", counts)
     report(request, "mapping-kit conformance pairs", stats)

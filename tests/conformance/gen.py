@@ -32,8 +32,15 @@ def value(r: random.Random, depth: int):
     if depth <= 0 or k < 0.55:
         return scalar(r)
     if k < 0.8:
-        return {kk: value(r, depth - 1) for kk in r.sample(KEYS, r.randint(0, 4))}
+        return {kk: (listval(r, depth - 1) if kk == "list" else value(r, depth - 1))
+                for kk in r.sample(KEYS, r.randint(0, 4))}
     return [value(r, depth - 1) for _ in range(r.randint(0, 3))]
+
+
+def listval(r: random.Random, depth: int) -> list:
+    """Values under the key "list" are always arrays, so numeric path segments never index a
+    string (a JavaScript leak, see DIFFERENCES.md)."""
+    return [value(r, depth) for _ in range(r.randint(0, 3))]
 
 
 def event(r: random.Random) -> dict:
@@ -47,7 +54,7 @@ def event(r: random.Random) -> dict:
     for field in ("properties", "traits", "context"):
         k = r.random()
         if k < 0.75:
-            ev[field] = {kk: value(r, 3) for kk in r.sample(KEYS, r.randint(0, 7))}
+            ev[field] = {kk: (listval(r, 3) if kk == "list" else value(r, 3)) for kk in r.sample(KEYS, r.randint(0, 7))}
         elif k < 0.85:
             ev[field] = r.choice([None, 0, "", False, "str", 5, [1, 2]])
     ev["messageId"] = f"m{r.randint(0, 10**6)}"
@@ -56,7 +63,7 @@ def event(r: random.Random) -> dict:
 
 # -- mapping-kit -------------------------------------------------------------------------------
 
-SEGS = [k for k in KEYS if "." not in k] + ["0", "1", "2"]
+SEGS = [k for k in KEYS if "." not in k]
 
 
 def path(r: random.Random) -> str:
@@ -66,7 +73,10 @@ def path(r: random.Random) -> str:
     root = r.choice(["properties", "traits", "context", "userId", "event", "type", "name", "missing", "messageId"])
     parts = [root]
     if root in ("properties", "traits", "context"):
-        parts += [r.choice(SEGS) for _ in range(r.randint(0, 3))]
+        for _ in range(r.randint(0, 3)):
+            parts.append(r.choice(SEGS))
+            if parts[-1] == "list" and r.random() < 0.6:
+                parts.append(r.choice(["0", "1", "2"]))
     if r.random() < 0.1:
         parts.append("legacy.tier")  # unreachable dotted key
     text = "$." + ".".join(parts)

@@ -1,0 +1,70 @@
+"""FQL triggers: parseFql AST shapes, evaluation quirks of destination-subscriptions 3.37, SQL."""
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+from cmdseg_nb._errors import MappingError
+from cmdseg_nb._fql import fql_matches, fql_to_sql, parse_fql
+
+EVENTS = [
+    {"type": "identify", "userId": "u1", "traits": {"plan": "team", "n": 5, "z": 0, "flag": True}},
+    {"type": "track", "event": "Plan Changed", "userId": "u2", "properties": {"plan": "pro", "n": "5", "price": 12.5}},
+    {"type": "track", "event": "Signed Up", "properties": {"a": {"b": None}}, "context": {"x y": "é"}},
+    {"type": "page", "name": "Home", "properties": 0},
+]
+
+
+def sql_matches(trigger):
+    con = duckdb.connect()
+    con.execute("CREATE TABLE ev (i INTEGER, j JSON)")
+    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, json.dumps(e)) for i, e in enumerate(EVENTS)])
+    return [v for _, v in con.execute(f"SELECT i, {fql_to_sql(trigger, 'j')} FROM ev ORDER BY i").fetchall()]
+
+
+@pytest.mark.parametrize(("trigger", "expected"), [
+    ('type = "identify"', [True, False, False, False]),
+    ("type = identify", [True, False, False, False]),
+    ('type = "track" and event = "Plan Changed"', [False, True, False, False]),
+    ('type = "page" or event = "Signed Up"', [False, False, True, True]),
+    ("properties.plan exists", [False, True, False, True]),  # properties = 0 is the value
+    ("properties.plan != null", [False, True, False, True]),
+    ("properties.plan = null", [True, False, True, False]),
+    ("properties.a.b.c exists", [False, False, False, True]),
+    ("properties.a.b = null", [True, True, True, False]),  # null parent is the value
+    ("properties.x exists", [False, False, False, True]),  # properties = 0: get() returns 0
+    ("properties.n = 5", [False, False, False, False]),    # number_equals needs a JSON number
+    ('properties.n = "5"', [False, True, False, False]),
+    ("traits.n = 5", [True, False, False, False]),
+    ("traits.n > 4.5 and traits.n <= 5", [True, False, False, False]),
+    ("traits.z != 1", [True, False, False, False]),
+    ("traits.flag = true", [True, False, False, False]),
+    ('contains(event, "Plan")', [False, True, False, False]),
+    ('!contains(event, "Plan")', [False, False, True, False]),
+    ('match(event, "Sign*")', [False, False, True, False]),
+    ('match(event, "*Changed")', [False, True, False, False]),
+    ('context.x\\ y = "é"', [False, False, True, False]),
+    ('!(type = "identify")', [True, False, False, False]),  # Segment ignores ! before (
+    ("event != \"x\"", [True, True, True, True]),          # != is true when missing
+    ('type = "track" and (event = "Signed Up" or event = "Plan Changed")', [False, True, True, False]),
+    ('type = "identify" or type = "track" and userId exists', [False, False, False, False]),  # last and/or of a level wins: all `and`
+])
+def test_matches_python_and_sql(trigger, expected):
+    assert [fql_matches(trigger, e) for e in EVENTS] == expected
+    assert sql_matches(trigger) == expected
+
+
+def test_ast_shape():
+    assert parse_fql('type = "track" and properties.plan = 5') == {
+        "type": "group", "operator": "and", "children": [
+            {"type": "event-type", "operator": "=", "value": "track"},
+            {"type": "event-property", "name": "plan", "operator": "number_equals", "value": 5.0}]}
+
+
+@pytest.mark.parametrize("bad", ["", "type", 'type = "x" and ()', "((type = \"x\"))", '"unterminated',
+                                 'type = "x" @', "\\"])
+def test_parse_errors(bad):
+    with pytest.raises(MappingError, match="invalid trigger"):
+        parse_fql(bad, mapping_name="m", path="$[0].trigger")
