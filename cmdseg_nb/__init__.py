@@ -1,4 +1,13 @@
-"""cmdseg_nb: Segment exports -> Command AI user properties, and lossless bulk sends to Segment."""
+"""cmdseg_nb: Segment exports -> Command AI user properties, and lossless bulk sends to Segment.
+
+Backfill: :func:`load_export` -> :func:`user_properties` (with a :class:`MappingConfig`) ->
+:func:`to_wide` / :func:`coverage` / :func:`explain` / :func:`preview`.
+Send: :func:`send` (or :func:`send_async`) of a DataFrame, Arrow table or DuckDB relation of
+Segment messages; :func:`identify_frame` / :func:`track_frame` build them from flat tables.
+Connect: :func:`connect` (plain) or ``cmdseg_nb.widgets`` (Jupyter panels, imported on demand).
+"""
+from ._config import Mapping, MappingConfig
+from ._connection import Connection, TestEventResult, connect
 from ._coverage import Coverage, coverage
 from ._errors import (
     CmdsegError,
@@ -11,26 +20,38 @@ from ._errors import (
 )
 from ._load import Export, LoadReport, load_export
 from ._messages import identify_frame, track_frame
+from ._preview import MappingPreview, preview
 from ._properties import explain, to_wide, user_properties
-from ._send import SendResult, send
+from ._send import SendProgress, SendResult, send, send_async
+
+__version__ = "0.1.0"
 
 __all__ = [
     "CmdsegError",
     "CmdsegWarning",
+    "Connection",
     "Coverage",
     "Export",
     "ExportError",
     "LoadReport",
+    "Mapping",
+    "MappingConfig",
     "MappingError",
+    "MappingPreview",
     "MessageError",
     "SendError",
+    "SendProgress",
     "SendResult",
+    "TestEventResult",
     "TransportError",
+    "connect",
     "coverage",
     "explain",
     "identify_frame",
     "load_export",
+    "preview",
     "send",
+    "send_async",
     "to_wide",
     "track_frame",
     "user_properties",
