@@ -31,7 +31,7 @@ from ._warehouse import (
     object_sql,
 )
 
-__all__ = ["EVENT_COLUMNS", "Export", "LoadReport", "load_export"]
+__all__ = ["EVENT_COLUMNS", "Export", "LoadReport", "WarehouseTable", "load_export"]
 
 #: Columns of the canonical events relation, in order, with their DuckDB types.
 EVENT_COLUMNS = {
@@ -116,11 +116,43 @@ class LoadReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class WarehouseTable:
+    """One warehouse table of an export, as read (before rebuilding rows into events).
+
+    Attributes
+    ----------
+    name : str
+        Table name, lower case (``identifies``, ``tracks``, ``order_completed``...).
+    view : str
+        DuckDB view reading the files in the Export's connection.
+    columns : dict[str, str]
+        Lower-case column name -> the name as found in the files.
+    types : dict[str, str]
+        Lower-case column name -> DuckDB type.
+    event_type : str | None
+        Segment event type the rows are (``identify``, ``track``, ...); None for snapshots.
+    paths : tuple[str, ...]
+        Files read.
+    """
+
+    name: str
+    view: str
+    columns: dict
+    types: dict
+    event_type: str | None
+    paths: tuple
+
+
 class Export:
     """Canonical events of one export, held in DuckDB.
 
     Attributes
     ----------
+    tables : tuple[WarehouseTable, ...]
+        The warehouse tables read (empty for raw events only).
+    raw_files : tuple[str, ...]
+        The raw event files read.
     con : duckdb.DuckDBPyConnection
         The connection holding the table ``table`` (default ``cmdseg_events``).
     table : str
@@ -129,10 +161,13 @@ class Export:
         What was read.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, report: LoadReport):
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, report: LoadReport,
+                 tables: tuple = (), raw_files: tuple = ()):
         self.con = con
         self.table = table
         self.report = report
+        self.tables = tuple(tables)
+        self.raw_files = tuple(raw_files)
 
     def events(self) -> duckdb.DuckDBPyRelation:
         """The canonical events as a DuckDB relation (columns: :data:`EVENT_COLUMNS`)."""
@@ -541,4 +576,10 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
             "warehouse tables: trait/property names are kept as exported (snake_case, nested "
             "objects flattened with '_'); original camelCase or dotted names and explicit nulls "
             "cannot be recovered, and NULL cells are read as 'not sent'.")
-    return Export(con, table, report)
+    tables = tuple(
+        WarehouseTable(name, view, cols, types,
+                       None if name in SNAPSHOT_TABLES else TABLE_TYPES.get(name, "track"),
+                       tuple(src.paths))
+        for name, (src, cols, types, view) in views.items())
+    raw_files = tuple(p for s in sources if s.kind == "raw" for p in s.paths)
+    return Export(con, table, report, tables, raw_files)
