@@ -194,3 +194,23 @@ def test_track_events_become_true_flags_named_by_event_text(rudder):
     assert len(traits) == 33 * 6
     assert long.attrs["skipped"]["no_user_id"] == int(
         pd.read_csv(RUDDER / "tracks.csv")["user_id"].isna().sum())
+
+
+def test_sql_path_agrees_with_python_reference_with_the_example_mapping(rudder):
+    config = DATA / "example_mapping.json"
+    long = user_properties(rudder, config)
+    assert as_dict(long) == reference_user_properties(rudder.event_dicts(), config)
+    assert {"traits", "user_property", "user_property_event"} == set(long["rule"])
+
+
+def test_udf_directives_run_inside_user_properties(tmp_path):
+    events = [{"type": "track", "userId": "u1", "messageId": "m1", "event": "E",
+               "timestamp": "2024-01-01T00:00:00Z",
+               "properties": {"a": {"b": 1, "c": {"d": "x"}}, "plan": "pro"}}]
+    config = [{"name": "flat", "trigger": 'type = "track"',
+               "data": {"userId": {"@path": "$.userId"},
+                        "traits": {"@flatten": {"value": {"@path": "$.properties.a"},
+                                                "separator": "."}}}}]
+    export = load_export(ndjson(tmp_path, events))
+    got = as_dict(user_properties(export, config))
+    assert got == {"u1": {"b": 1, "c.d": "x"}} == reference_user_properties(events, config)
