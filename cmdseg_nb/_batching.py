@@ -94,6 +94,31 @@ class Batcher:
         self.size += extra
         return done
 
+    def add_many(self, rows: list[int], ids: list[str], bodies: list[bytes]) -> list[Batch]:
+        """Add messages that each fit alone, in order; returns the batches they closed."""
+        done: list[Batch] = []
+        max_bytes, max_messages = self.max_bytes, self.max_messages
+        size, count = self.size, len(self.bodies)
+        start = 0
+        for j, body in enumerate(bodies):
+            n = len(body)
+            extra = n + 1 if count else n
+            if count and (size + extra > max_bytes or count >= max_messages):
+                self.rows += rows[start:j]
+                self.ids += ids[start:j]
+                self.bodies += bodies[start:j]
+                closed = self.flush()
+                if closed is not None:
+                    done.append(closed)
+                start, size, count, extra = j, self.overhead, 0, n
+            size += extra
+            count += 1
+        self.rows += rows[start:]
+        self.ids += ids[start:]
+        self.bodies += bodies[start:]
+        self.size = size
+        return done
+
     def flush(self) -> Batch | None:
         """The batch being filled, if it has messages; starts a new one."""
         if not self.bodies:

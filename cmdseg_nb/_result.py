@@ -81,9 +81,8 @@ class RowLog:
         if batch is not None:
             self.batch[idx] = batch
         if error is not None:
-            for r in rows:
-                self.errors[r] = error
-        else:
+            self.errors.update(dict.fromkeys(rows, error))
+        elif self.errors:
             for r in rows:
                 self.errors.pop(r, None)
 

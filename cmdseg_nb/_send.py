@@ -184,6 +184,7 @@ class _Engine:
                 raise
             if self.error is not None:
                 raise self.error
+            self._notify()
         finally:
             if client is not None:
                 await client.aclose()
@@ -227,11 +228,15 @@ class _Engine:
                 return None
             return preparer.chunk(offset, cols)
 
+        pending = None
         try:
+            # The next chunk is prepared (on a worker thread) while this one's batches go out.
+            pending = loop.run_in_executor(None, next_chunk)
             while not self._should_stop():
-                chunk = await loop.run_in_executor(None, next_chunk)
+                chunk = await pending
                 if chunk is None:
                     break
+                pending = loop.run_in_executor(None, next_chunk)
                 await self._add_chunk(chunk)
             if not self._should_stop():
                 last = self.batcher.flush()
@@ -255,25 +260,27 @@ class _Engine:
         known: set[str] = set()
         if self.ledger is not None:
             known = await self._in_ledger(self.ledger.known, chunk.message_ids)
-        previous = []
+        rows, ids, bodies, previous = [], [], [], []
+        limit = self.s.max_batch_bytes - self.envelope.overhead
         for row, mid, body in zip(chunk.rows, chunk.message_ids, chunk.bodies):
-            if mid in known:
-                previous.append(row)
-                continue
-            if not self.batcher.fits_alone(body):
+            if len(body) > limit:
                 log.set(row, INVALID,
                         f"message is {len(body):,} bytes; with the batch envelope it does not "
                         f"fit in max_batch_bytes={self.s.max_batch_bytes:,}")
                 self.bar.update(1)
-                continue
-            batch = self.batcher.add(row, mid, body)
-            if batch is not None:
-                await self._enqueue(batch)
-                if self._should_stop():
-                    return
+            elif known and mid in known:
+                previous.append(row)
+            else:
+                rows.append(row)
+                ids.append(mid)
+                bodies.append(body)
         if previous:
             log.set_many(previous, PREVIOUS, "acknowledged by an earlier send (ledger)")
             self.bar.update(len(previous))
+        for batch in self.batcher.add_many(rows, ids, bodies):
+            await self._enqueue(batch)
+            if self._should_stop():
+                return
 
     async def _enqueue(self, batch: Batch) -> None:
         self.log.set_many(batch.rows, 0, batch=batch.number)
@@ -335,7 +342,7 @@ class _Engine:
             requests=p.requests, retries=p.retries, bytes_sent=p.bytes_sent,
         )
         self.bar.update(len(rows))
-        self.bar.set_postfix_str(f"{p.bytes_sent / 1e6:,.1f} MB sent", refresh=False)
+        self.bar.set_postfix_str(f"{_size(p.bytes_sent)} sent", refresh=False)
         self._notify()
 
     def _notify(self) -> None:
@@ -343,11 +350,33 @@ class _Engine:
             self.s.on_progress(dataclasses.replace(self.done, cancelled=self.interrupted))
 
 
+class _NoBar:
+    """Stands in for tqdm when progress=False (and spares its import)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(total: int | None, enabled: bool):
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="row", desc="send", disable=not enabled, leave=True,
-                unit_scale=True)
+    return tqdm(total=total, unit="row", desc="send", leave=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
 
 
 def _run_blocking(engine: _Engine) -> SendResult:
@@ -357,24 +386,27 @@ def _run_blocking(engine: _Engine) -> SendResult:
     script, "interrupt kernel" in Jupyter); it then stops the engine and returns its result.
     """
     box: dict[str, Any] = {}
+    finished = threading.Event()
 
     def target() -> None:
         try:
             box["result"] = asyncio.run(engine.run())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=target, name="cmdseg-send", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.1)
+        # Event.wait, not Thread.join: an interrupted join can mark a running thread stopped.
+        while not finished.wait(0.1):
+            pass
     except KeyboardInterrupt:
         engine.interrupt()
         # In-flight requests are cancelled at once; what is left is closing the client and
         # the ledger. A second Ctrl-C here gives up waiting.
-        thread.join(engine.s.timeout + 30.0)
-        if thread.is_alive():
+        if not finished.wait(engine.s.timeout + 30.0):
             raise
     if "error" in box:
         raise box["error"]

@@ -3,15 +3,22 @@
 :class:`LocalSegment` is a real HTTP server on ``127.0.0.1`` (an ephemeral port) that speaks
 ``POST /v1/batch`` and ``GET /v1/projects/<writeKey>/settings`` the way the spec in
 ``/work/shared/spec/segment-http-api.md`` describes Segment, and records what it received.
-Scripted replies (:class:`Reply`) inject faults: a status, a ``Retry-After``, a delay, a dropped
-connection. Nothing in the package imports this module except the CLI demo.
+Scripted replies (:class:`Reply`) inject faults per request: a status, a ``Retry-After``, a
+delay, a dropped connection, "stored but the reply times out", a keep-alive connection closed
+after answering (stale for the client's next request); ``flaky=`` makes a share of requests
+fail transiently at random. ``python -m cmdseg_nb.testing`` serves one in its own process
+(benchmarks), with counts at ``GET /_local/stats``. Nothing in the package imports this module
+except the CLI demo.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import collections
 import dataclasses
 import http.server
+import random
+import socket
 import threading
 import time
 import zlib
@@ -20,7 +27,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["LocalSegment", "Reply", "ReceivedRequest"]
+__all__ = ["LocalSegment", "ReceivedRequest", "Reply"]
 
 MAX_BODY_BYTES = 500_000  # Segment: 500 KB per request (uncompressed)
 MAX_MESSAGE_BYTES = 32_768  # Segment: 32 KB per message
@@ -52,6 +59,9 @@ class Reply:
         5xx or a long delay reproduces "the server stored it but the client saw a failure".
     disconnect : bool
         Close the connection without answering (the client sees a connection error).
+    close_after : bool
+        Answer normally, keep-alive and all, then close the connection: the client's next
+        request on it finds a stale connection.
     """
 
     status: int = 200
@@ -60,6 +70,13 @@ class Reply:
     message: str | None = None
     store: bool | None = None
     disconnect: bool = False
+    close_after: bool = False
+
+    @classmethod
+    def stored_then_timeout(cls, delay: float = 2.0) -> Reply:
+        """Store the batch, then answer only after ``delay`` seconds (set the client's timeout
+        below it): the client sees a timeout although the server has the messages."""
+        return cls(200, delay=delay, store=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +140,14 @@ class LocalSegment:
         The only write key it accepts.
     region : {"us", "eu"}
         Region reported by the settings endpoint (``apiHost``).
+    record : {"all", "ids"}
+        ``"all"`` keeps every message and request body; ``"ids"`` keeps only messageIds and
+        request metadata (flat memory for benchmarks: ``messages`` is then empty).
+    flaky : float
+        Share (0..1) of well-formed requests answered 503 without storing, at random, when no
+        scripted reply is queued.
+    seed : int | None
+        Seed of the ``flaky`` draws.
 
     Attributes
     ----------
@@ -155,11 +180,21 @@ class LocalSegment:
     ...     assert len(seg.messages) == len(df)
     """
 
-    def __init__(self, write_key: str, *, region: str = "us"):
+    def __init__(self, write_key: str, *, region: str = "us", record: str = "all",
+                 flaky: float = 0.0, seed: int | None = None):
         if region not in _API_HOSTS:
             raise ValueError(f"region must be one of {sorted(_API_HOSTS)}, not {region!r}")
+        if record not in ("all", "ids"):
+            raise ValueError(f"record must be 'all' or 'ids', not {record!r}")
+        if not 0.0 <= flaky < 1.0:
+            raise ValueError("flaky must be in [0, 1)")
         self._key = write_key
         self.region = region
+        self.record = record
+        self.flaky = flaky
+        self._random = random.Random(seed)
+        self._ids: list[str] = []
+        self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._messages: list[dict] = []
         self._requests: list[ReceivedRequest] = []
@@ -226,12 +261,41 @@ class LocalSegment:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def message_ids(self) -> list[str]:
+        """messageId of every stored message, in order of arrival (kept in both modes)."""
+        with self._lock:
+            return list(self._ids)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts: stored ``messages``, ``unique_ids``, ``duplicates`` (stored more than once),
+        ``requests`` and requests per answered ``statuses``."""
+        with self._lock:
+            ids = list(self._ids)
+            statuses = collections.Counter(str(r.status) for r in self._requests)
+            n_requests = len(self._requests)
+        unique = len(set(ids))
+        return {"messages": len(ids), "unique_ids": unique, "duplicates": len(ids) - unique,
+                "requests": n_requests, "statuses": dict(statuses)}
+
+    def close_idle_connections(self) -> int:
+        """Close every open client connection now (as a server's idle timeout does)."""
+        with self._lock:
+            socks = list(self._sockets)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(socks)
+
     def reset(self) -> None:
         """Forget received messages, requests and unused scripted replies."""
         with self._lock:
             self._messages.clear()
             self._requests.clear()
             self._script.clear()
+            self._ids.clear()
 
     def script(self, replies: Iterable[Reply | int]) -> None:
         """Queue answers for the next ``/v1/`` tracking requests, one per request, in order.
@@ -251,13 +315,21 @@ class LocalSegment:
     # -- used by the handler ---------------------------------------------------------------
     def _next_reply(self) -> Reply | None:
         with self._lock:
-            return self._script.popleft() if self._script else None
+            if self._script:
+                return self._script.popleft()
+            if self.flaky and self._random.random() < self.flaky:
+                return Reply(503, message="flaky: transient failure")
+            return None
 
     def _record(self, request: ReceivedRequest, messages: list[dict] | None) -> None:
+        if self.record == "ids":
+            request = dataclasses.replace(request, body=b"")
         with self._lock:
             self._requests.append(request)
             if messages:
-                self._messages.extend(messages)
+                if self.record == "all":
+                    self._messages.extend(messages)
+                self._ids.extend(str(m.get("messageId")) for m in messages)
 
     def _check_auth(self, header: str | None, body_key: Any) -> None:
         if header:
@@ -305,10 +377,11 @@ class LocalSegment:
             batch = [{"type": _SINGLE[path], **data}]
         if len(batch) > MAX_MESSAGES:
             raise _Rejected(400, f"More than {MAX_MESSAGES} messages in one batch")
+        small = len(body) <= MAX_MESSAGE_BYTES  # then no message in it can be too big
         for i, msg in enumerate(batch):
             if not isinstance(msg, dict):
                 raise _Rejected(400, f"batch[{i}] is not an object")
-            if len(orjson.dumps(msg)) > MAX_MESSAGE_BYTES:
+            if not small and len(orjson.dumps(msg)) > MAX_MESSAGE_BYTES:
                 raise _Rejected(400, f"batch[{i}]: message exceeds {MAX_MESSAGE_BYTES} bytes")
             if msg.get("type") not in _TYPES:
                 raise _Rejected(400, f"batch[{i}]: invalid type {msg.get('type')!r}")
@@ -328,6 +401,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.segment._lock:
+            self.segment._sockets.add(self.connection)
+
+    def finish(self) -> None:
+        with self.segment._lock:
+            self.segment._sockets.discard(self.connection)
+        super().finish()
+
     def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(status)
@@ -342,6 +425,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts == ["_local", "stats"]:
+            self._answer(200, orjson.dumps(self.segment.stats()))
+            return
         if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "settings":
             status, body = self.segment._settings(parts[2])
         else:
@@ -399,3 +485,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(status, orjson.dumps({"success": True}), headers)
         else:
             self._answer(status, orjson.dumps({"success": False, "message": message}), headers)
+        if reply is not None and reply.close_after:
+            # Close without a "Connection: close" header: the client still thinks it is alive.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a LocalSegment in this process until killed; print its URL on the first line."""
+    parser = argparse.ArgumentParser(prog="python -m cmdseg_nb.testing")
+    parser.add_argument("--write-key", required=True)
+    parser.add_argument("--record", default="ids", choices=["all", "ids"])
+    parser.add_argument("--flaky", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    seg = LocalSegment(args.write_key, record=args.record, flaky=args.flaky, seed=args.seed)
+    with seg:
+        print(seg.url, flush=True)
+        seg._stopping.wait(args.max_seconds)  # bounded: a forgotten server ends by itself
+
+
+if __name__ == "__main__":
+    main()

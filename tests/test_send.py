@@ -378,3 +378,261 @@ def test_wrong_key_against_local_segment_is_reported():
         result = send(frame(3), write_key="wk_other_key_9999", endpoint=seg.url, progress=False)
         assert seg.messages == []
     assert result.failed == 3 and result.rows["http_status"][0] == 401
+
+
+# -- input flavours and streaming -------------------------------------------------------------
+def flavours(n: int):
+    import duckdb
+    import pyarrow as pa
+
+    df = pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "event": ["E"] * n,
+                       "amount": [i / 4 for i in range(n)]})
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    con = duckdb.connect()
+    rel = con.sql(f"SELECT 'u' || i AS user_id, 'E' AS event, i / 4 AS amount "
+                  f"FROM range({n}) t(i) ORDER BY i")
+    return {
+        "pandas-numpy": df,
+        "pandas-arrow": df.convert_dtypes(dtype_backend="pyarrow"),
+        "arrow-table": table,
+        "duckdb-relation": rel,
+    }
+
+
+@pytest.mark.parametrize("flavour", ["pandas-numpy", "pandas-arrow", "arrow-table",
+                                     "duckdb-relation"])
+def test_every_input_flavour_sends_the_same_messages(flavour):
+    rec = Recorder()
+    result = do_send(flavours(45_000)[flavour], rec)  # more rows than one chunk (20,000)
+    assert result.sent == 45_000 and result.ok
+    got = [m for b in rec.bodies for m in b["batch"]]
+    got.sort(key=lambda m: int(m["userId"][1:]))
+    assert [m["userId"] for m in got[:3]] == ["u0", "u1", "u2"]
+    assert got[5]["properties"] == {"amount": 1.25}
+    assert len({m["messageId"] for m in got}) == 45_000
+    reference = do_send(flavours(45_000)["pandas-numpy"], Recorder(), dry_run=True)
+    assert sorted(result.rows["messageId"]) == sorted(reference.rows["messageId"])
+
+
+def test_duckdb_relation_is_streamed_in_record_batches():
+    from cmdseg_nb._source import CHUNK_ROWS, Source
+
+    source = Source(flavours(45_000)["duckdb-relation"])
+    assert source.n_rows is None  # never counted or fetched whole
+    sizes = [len(next(iter(cols.values()))) for _, cols in source.chunks()]
+    assert sum(sizes) == 45_000 and max(sizes) <= CHUNK_ROWS and len(sizes) >= 3
+
+
+# -- event loops: script, running loop (notebook), async ---------------------------------------
+def test_send_works_inside_a_running_event_loop():
+    import asyncio
+
+    rec = Recorder()
+
+    async def cell():  # what a notebook cell does: its kernel's loop is already running
+        asyncio.get_running_loop()
+        return do_send(frame(5), rec)
+
+    result = asyncio.run(cell())
+    assert result.sent == 5 and len(rec.requests) == 1
+
+
+def test_send_async():
+    import asyncio
+
+    from cmdseg_nb._send import send_async
+
+    rec = Recorder()
+    result = asyncio.run(send_async(frame(7), write_key=KEY, transport=rec.transport(),
+                                    progress=False, max_batch_messages=3))
+    assert result.sent == 7 and [len(b["batch"]) for b in rec.bodies] == [3, 3, 1]
+    with pytest.raises(TypeError):
+        asyncio.run(send_async(frame(1), write_key=KEY, no_such_option=1))
+
+
+# -- concurrency and rate -----------------------------------------------------------------------
+def in_flight_recorder():
+    import asyncio
+
+    state = {"now": 0, "max": 0, "starts": []}
+
+    async def handler(request):
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        state["starts"].append(time.monotonic())
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        return httpx.Response(200, json={"success": True})
+
+    return state, httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_a_fixed_number_of_requests_in_flight(concurrency):
+    state, transport = in_flight_recorder()
+    result = send(frame(40), write_key=KEY, transport=transport, progress=False,
+                  max_batch_messages=2, concurrency=concurrency)
+    assert result.sent == 40 and result.requests == 20
+    assert state["max"] == concurrency
+
+
+def test_requests_per_second_cap():
+    state, transport = in_flight_recorder()
+    result = send(frame(6), write_key=KEY, transport=transport, progress=False,
+                  max_batch_messages=1, max_requests_per_second=20)
+    assert result.sent == 6
+    starts = sorted(state["starts"])
+    assert starts[-1] - starts[0] >= 5 / 20 - 0.01  # waited at least 0.25 s for 6 starts
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------
+def test_keyboard_interrupt_stops_cleanly_and_returns_what_was_sent():
+    import _thread
+    import asyncio
+
+    seen = []
+
+    async def handler(request):
+        seen.append(1)
+        if len(seen) == 3:
+            _thread.interrupt_main()  # what Ctrl-C / "interrupt kernel" does
+        await asyncio.sleep(0.2)
+        return httpx.Response(200, json={"success": True})
+
+    result = send(frame(50), write_key=KEY, transport=httpx.MockTransport(handler),
+                  progress=False, max_batch_messages=2, concurrency=1)
+    assert result.interrupted
+    assert 2 <= result.sent < 50 and result.sent % 2 == 0
+    statuses = set(result.rows["status"])
+    assert statuses <= {"sent", "failed", "skipped"} and "skipped" in statuses
+    in_flight = result.rows[result.rows["status"] == "failed"]
+    assert len(in_flight) <= 2 and all("in flight" in e for e in in_flight["error"])
+    assert len(seen) < 25
+    assert "interrupted" in repr(result)
+
+
+def test_cancel_flag_skips_the_remaining_batches():
+    import threading as th
+
+    flag = th.Event()
+    snapshots = []
+
+    def on_progress(p):
+        snapshots.append(p)
+        if p.sent >= 4:
+            flag.set()
+
+    rec = Recorder()
+    result = do_send(frame(20), rec, max_batch_messages=2, concurrency=1, cancel=flag,
+                     on_progress=on_progress)
+    assert 4 <= result.sent < 20 and result.skipped == 20 - result.sent
+    assert snapshots[-1].cancelled and snapshots[0].rows == 20
+    assert "cancelled" in result.rows["error"].dropna().iloc[-1]
+
+
+# -- progress ---------------------------------------------------------------------------------
+def test_progress_bar_counts_rows_and_bytes(capsys):
+    result = do_send(frame(30), Recorder(), progress=True, max_batch_messages=10)
+    err = capsys.readouterr().err
+    assert result.sent == 30 and "30/30" in err and "kB sent" in err
+    do_send(frame(30), Recorder(), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_on_progress_snapshots_grow_to_the_totals():
+    snaps = []
+    result = do_send(frame(10), Recorder(), max_batch_messages=3, on_progress=snaps.append)
+    last = snaps[-1]
+    assert (last.sent, last.rows_done, last.batches, last.batches_done) == (10, 10, 4, 4)
+    assert last.bytes_sent == result.bytes_sent > 0 and last.requests == 4
+
+
+# -- the key never shows -----------------------------------------------------------------------
+def test_write_key_never_in_logs_or_errors(caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    rec = Recorder(lambda r, q, b: (_ for _ in ()).throw(httpx.ConnectError("refused")))
+    result = do_send(frame(2), rec, max_retry_time=0.2, backoff=0.01)
+    assert result.failed == 2
+    with pytest.raises(SendError) as info:
+        send(frame(1), write_key=KEY, endpoint="ftp://nowhere", progress=False)
+    texts = [caplog.text, str(info.value), repr(result), result.rows.to_csv()]
+    b64 = base64.b64encode(f"{KEY}:".encode()).decode()
+    for text in texts:
+        assert KEY not in text and b64 not in text
+
+
+# -- B15 through send ---------------------------------------------------------------------------
+def test_b15_only_valid_json_goes_out():
+    from conftest import load_case
+
+    case = load_case("B15")
+    df = pd.DataFrame(
+        {"user_id": ["u_1013", "u_1014"], "event": ["Cart Viewed"] * 2,
+         "amount": [float("nan"), 12.5], "discount": [float("inf"), 0.0],
+         "coupon": pd.Series([None, "SPRING"], dtype=object),
+         "seen_at": pd.to_datetime([None, "2024-03-10T09:00:00Z"], utc=True)}
+    )
+    rec = Recorder()
+    from cmdseg_nb._errors import CmdsegWarning
+
+    with pytest.warns(CmdsegWarning, match="infinite"):
+        result = do_send(df, rec)
+    assert result.sent == 2
+    [body] = [b for _, b, _ in rec.requests]
+    assert b"NaN" not in body and b"Infinity" not in body
+    row0, row1 = orjson.loads(body)["batch"]
+    assert row0.get("properties", {}) == case["expected"]["row0_properties"]
+    assert row1["properties"] == case["expected"]["row1_properties"]
+
+
+# -- fault injection against a real LocalSegment ----------------------------------------------------
+def test_503_bursts_and_dropped_connections_lose_nothing_and_duplicate_nothing():
+    with LocalSegment(KEY) as seg:
+        seg.script([503, 503, 503, Reply(disconnect=True), 502, Reply(disconnect=True), 503])
+        result = send(frame(300), write_key=KEY, endpoint=seg.url, progress=False,
+                      max_batch_messages=25, backoff=0.01)
+        ids = seg.message_ids
+        statuses = [r.status for r in seg.requests]
+    assert result.sent == 300 and result.ok
+    assert sorted(ids) == sorted(result.rows["messageId"])  # every message once, none twice
+    assert statuses.count(503) == 4 and statuses.count(0) == 2
+    assert result.retries == 7
+
+
+def test_stored_but_timed_out_batch_is_resent_with_the_same_ids():
+    with LocalSegment(KEY) as seg:
+        seg.script([Reply.stored_then_timeout(1.0)])
+        result = send(frame(5), write_key=KEY, endpoint=seg.url, timeout=0.4,
+                      progress=False, backoff=0.01, concurrency=1)
+        ids = seg.message_ids
+    assert result.sent == 5 and list(result.rows["attempts"]) == [2] * 5
+    assert ids[:5] == ids[5:] == list(result.rows["messageId"])  # the only duplicates: same ids
+
+
+def test_stale_keep_alive_connection_recovers():
+    with LocalSegment(KEY) as seg:
+        seg.script([Reply(200, close_after=True), Reply(200, close_after=True)])
+        result = send(frame(8), write_key=KEY, endpoint=seg.url, progress=False,
+                      max_batch_messages=2, concurrency=1, backoff=5)
+        assert sorted(seg.message_ids) == sorted(result.rows["messageId"])
+    assert result.sent == 8 and result.failed == 0
+
+
+def test_flaky_server_loses_nothing():
+    with LocalSegment(KEY, record="ids", flaky=0.3, seed=3) as seg:
+        result = send(frame(2_000), write_key=KEY, endpoint=seg.url, progress=False,
+                      max_batch_messages=50, backoff=0.01)
+        stats = seg.stats()
+    assert result.sent == 2_000 and result.retries > 0
+    assert stats["unique_ids"] == 2_000 and stats["duplicates"] == 0
+    assert stats["statuses"]["503"] == result.retries
+
+
+def test_integrations_route_to_named_destinations_against_local_segment():
+    with LocalSegment(KEY) as seg:
+        send(frame(2), write_key=KEY, endpoint=seg.url, progress=False,
+             integrations={"All": False, "Webhooks": True})
+        [req] = seg.requests
+    assert orjson.loads(req.body)["integrations"] == {"All": False, "Webhooks": True}
