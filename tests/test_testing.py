@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import gzip
 import threading
+import time
 
 import httpx
 import orjson
@@ -137,3 +138,77 @@ def test_repr_masks_key_and_url_needs_running_server():
 def test_unknown_path_is_404(seg):
     r = httpx.post(f"{seg.url}/v2/nothing", content=b"{}", headers=auth())
     assert r.status_code == 404 and seg.requests == []
+
+
+def test_stats_and_message_ids_count_duplicates(seg):
+    post(seg, {"batch": [track(0), track(1)]})
+    post(seg, {"batch": [track(1)]})
+    assert seg.message_ids == ["m0", "m1", "m1"]
+    stats = seg.stats()
+    assert (stats["messages"], stats["unique_ids"], stats["duplicates"]) == (3, 2, 1)
+    assert httpx.get(f"{seg.url}/_local/stats").json() == stats
+
+
+def test_record_ids_keeps_no_bodies_or_messages():
+    with LocalSegment(KEY, record="ids") as seg:
+        post(seg, {"batch": [track(0)]})
+        assert seg.messages == [] and seg.message_ids == ["m0"]
+        assert seg.requests[0].body == b"" and seg.requests[0].message_count == 1
+
+
+def test_flaky_answers_503_without_storing_and_is_seeded():
+    def run():
+        with LocalSegment(KEY, flaky=0.5, seed=11) as seg:
+            codes = [post(seg, {"batch": [track(i)]}).status_code for i in range(20)]
+            return codes, seg.message_ids
+    codes, ids = run()
+    assert set(codes) == {200, 503} and len(ids) == codes.count(200)
+    assert run()[0] == codes
+
+
+def test_stored_then_timeout_stores_before_the_late_answer(seg):
+    seg.script([Reply.stored_then_timeout(1.0)])
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{seg.url}/v1/batch", content=orjson.dumps({"batch": [track(4)]}),
+                   headers=auth(), timeout=0.3)
+    assert seg.message_ids == ["m4"]
+
+
+def test_close_after_leaves_the_client_a_stale_connection(seg):
+    seg.script([Reply(200, close_after=True)])
+    with httpx.Client(timeout=5) as client:
+        body = orjson.dumps({"batch": [track(0)]})
+        r1 = client.post(f"{seg.url}/v1/batch", content=body, headers=auth())
+        assert r1.status_code == 200 and r1.headers.get("connection") != "close"
+        time.sleep(0.1)
+        r2 = client.post(f"{seg.url}/v1/batch", content=body, headers=auth())  # new connection
+    assert r2.status_code == 200 and seg.message_ids == ["m0", "m0"]
+
+
+def test_close_idle_connections(seg):
+    with httpx.Client(timeout=5) as client:
+        client.post(f"{seg.url}/v1/batch", content=orjson.dumps({"batch": [track(0)]}),
+                    headers=auth())
+        time.sleep(0.05)
+        assert seg.close_idle_connections() == 1
+
+
+def test_runs_in_its_own_process():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "cmdseg_nb.testing", "--write-key", KEY,
+                             "--max-seconds", "30"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        r = httpx.post(f"{url}/v1/batch", content=orjson.dumps({"batch": [track(0)]}),
+                       headers=auth(), timeout=10)
+        assert r.status_code == 200
+        assert httpx.get(f"{url}/_local/stats").json()["unique_ids"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
