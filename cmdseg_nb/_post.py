@@ -26,6 +26,11 @@ import httpx
 import orjson
 import tenacity
 
+try:  # ISA-L's gzip: ~5x faster than zlib at level 1, smaller output; optional
+    from isal import igzip as _igzip
+except ImportError:  # pragma: no cover - depends on the environment
+    _igzip = None
+
 from ._batching import Batch, Envelope, now_iso
 from ._errors import SendError
 from ._result import FAILED, SENT
@@ -177,6 +182,20 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
+def gzip_bytes(body: bytes) -> bytes:
+    """gzip at the fastest level: ISA-L when installed (``pip install isal``), else zlib."""
+    if _igzip is not None:
+        return _igzip.compress(body, 1)
+    return gziplib.compress(body, compresslevel=1, mtime=0)
+
+
+async def gzip_body(body: bytes) -> bytes:
+    """:func:`gzip_bytes`; zlib runs on a worker thread (it releases the GIL, ISA-L is quick)."""
+    if _igzip is not None:
+        return _igzip.compress(body, 1)
+    return await asyncio.get_running_loop().run_in_executor(None, gzip_bytes, body)
+
+
 class _RateLimit:
     """At most ``per_second`` request starts per second (spaced evenly); ``None``: no cap."""
 
@@ -221,8 +240,7 @@ class _Poster:
         headers = {"Authorization": self.key.authorization(), "Content-Type": "application/json"}
         content = body
         if self.gzip:
-            content = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: gziplib.compress(body, compresslevel=1, mtime=0))
+            content = await gzip_body(body)
             headers["Content-Encoding"] = "gzip"
         await self.rate.wait()
         self.requests += 1

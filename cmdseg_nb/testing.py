@@ -403,6 +403,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # No Nagle delay: the status line and the body are separate writes, and Nagle plus the
+        # client's delayed ACK would hold every answer back ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.segment._lock:
             self.segment._sockets.add(self.connection)
 
