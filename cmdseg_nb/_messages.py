@@ -279,6 +279,10 @@ class Preparer:
         default_type = lay.default_type
         dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
         ctx_tail = self._ctx_tail
+        id_head = ctx_tail + b',"messageId":"'
+        blake2b, from_bytes, run_key = hashlib.blake2b, int.from_bytes, self.run_key
+        seen = self._seen
+        seen_add = seen.add
         out_rows, out_ids, out_bodies, errors = [], [], [], []
         for i in range(n):
             if i in bad:
@@ -320,10 +324,14 @@ class Preparer:
                 v = stamps[i]
                 if v is not None:
                     msg["timestamp"] = v
-            problem = self._missing_required(msg, mtype)
-            if problem is not None:
-                errors.append(MessageError(problem[1], row=offset + i, column=problem[0]))
-                continue
+            need = _REQUIRED.get(mtype)
+            if (("userId" not in msg and "anonymousId" not in msg)
+                    or (need is not None and (need not in msg or "userId" not in msg
+                                              and mtype == "alias"))):
+                problem = self._missing_required(msg, mtype)
+                if problem is not None:
+                    errors.append(MessageError(problem[1], row=offset + i, column=problem[0]))
+                    continue
             mid = given[i] if given is not None else None
             if "context" in msg or not ctx_tail:
                 if mid is None:
@@ -336,9 +344,19 @@ class Preparer:
                 body = dumps(msg)
             else:
                 canonical = dumps(msg, option=sort)
-                if mid is None:
-                    mid = self._message_id(canonical)
-                body = b"".join((canonical[:-1], ctx_tail, b',"messageId":', dumps(mid), b"}"))
+                if mid is None:  # derived: hex digits, so no JSON escaping to do
+                    digest = blake2b(canonical, digest_size=16, key=run_key).digest()
+                    key = from_bytes(digest[:8], "little")
+                    if key in seen:
+                        mid = self._message_id(canonical)
+                    else:
+                        seen_add(key)
+                        h = digest.hex()
+                        mid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                    body = b"".join((canonical[:-1], id_head, mid.encode(), b'"}'))
+                else:
+                    body = b"".join((canonical[:-1], ctx_tail, b',"messageId":', dumps(mid),
+                                     b"}"))
             if len(body) > MAX_MESSAGE_BYTES:
                 errors.append(MessageError(
                     f"message is {len(body):,} bytes serialized; Segment accepts at most "

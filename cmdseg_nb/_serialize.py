@@ -351,6 +351,13 @@ def _id_text(value: Any) -> str | None:
 
 
 def text_column(col: Any, field: str) -> tuple[list, dict[int, str]]:
+    """A text field (``type``, ``event``, ...): ``None`` when missing or blank; non-text errors."""
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col, t = col.dictionary_decode(), t.value_type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return [v if v and not v.isspace() else None for v in col.to_pylist()], {}
     out: list = []
     errors: dict[int, str] = {}
     for i, value in enumerate(_raw_list(col)):
