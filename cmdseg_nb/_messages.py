@@ -180,6 +180,37 @@ def _library_context() -> dict:
     return {"name": "cmdseg_nb", "version": ver}
 
 
+class _SeenKeys:
+    """A set of 64-bit message digests in sorted numpy runs (8 bytes each, not ~64 in a set)."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            idx = np.searchsorted(run, keys)
+            idx[idx == len(run)] = 0
+            found |= run[idx] == keys
+        return found
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add sorted, unique keys not yet in the set."""
+        if not len(keys):
+            return
+        self.runs.append(keys)
+        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            b, a = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.union1d(a, b))
+
+
+def _too_big(body: bytes, msg: dict, fields: dict[str, str], row: int) -> MessageError:
+    return MessageError(
+        f"message is {len(body):,} bytes serialized; Segment accepts at most "
+        f"{MAX_MESSAGE_BYTES:,} bytes per message",
+        row=row, column=_largest_column(msg, fields))
+
+
 class Preparer:
     """Validates and serializes chunks of one input; keeps what spans chunks (ids, warnings).
 
@@ -198,19 +229,43 @@ class Preparer:
         self._ctx_tail = (b',"context":' + orjson.dumps({"library": self.library})
                           if library else b"")
         self.duplicate_ids = {} if allow_duplicate_message_ids else (duplicate_ids or {})
-        self._seen: set[int] = set()
+        self._seen = _SeenKeys()
         self._repeats: dict[int, int] = {}
 
-    def _message_id(self, canonical: bytes) -> str:
-        digest = _digest(canonical, self.run_key, 0)
-        key = int.from_bytes(digest[:8], "little")
-        if key in self._seen:  # an identical message earlier in this send: next occurrence
-            occurrence = self._repeats.get(key, 0) + 1
-            self._repeats[key] = occurrence
-            digest = _digest(canonical, self.run_key, occurrence)
-        else:
-            self._seen.add(key)
-        return _format_id(digest)
+    def _add_library(self, msg: dict) -> None:
+        if self.library is not None:
+            ctx = msg.get("context") or {}
+            if "library" not in ctx:
+                msg["context"] = {**ctx, "library": self.library}
+
+    def _derive(self, derived, out_ids: list, out_bodies: list, id_head: bytes) -> None:
+        """Ids and bodies of a chunk's rows without a given messageId, in input order.
+
+        The first message with given content gets occurrence 0; identical ones later in the
+        send (this chunk or an earlier one) get 1, 2, ... so they are not merged by Segment.
+        """
+        keys = np.frombuffer(b"".join(d[:8] for _, _, d, _ in derived), dtype="<u8")
+        earlier = self._seen.contains(keys)
+        hit = set(keys[earlier].tolist()) if earlier.any() else set()
+        local: set[int] = set()
+        dumps = orjson.dumps
+        for (j, canonical, digest, msg), key in zip(derived, keys.tolist()):
+            if key in local or key in hit:
+                occurrence = self._repeats.get(key, 0) + 1
+                self._repeats[key] = occurrence
+                digest = _digest(canonical, self.run_key, occurrence)
+            else:
+                local.add(key)
+            h = digest.hex()
+            mid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            out_ids[j] = mid
+            if msg is None:  # hex digits: no JSON escaping to do
+                out_bodies[j] = b"".join((canonical[:-1], id_head, mid.encode(), b'"}'))
+            else:
+                self._add_library(msg)
+                msg["messageId"] = mid
+                out_bodies[j] = dumps(msg)
+        self._seen.add(np.unique(keys[~earlier]))
 
     def chunk(self, offset: int, cols: dict[str, Any]) -> Chunk:
         """Prepare one chunk of rows; ``cols`` maps every input column to its cells."""
@@ -280,9 +335,8 @@ class Preparer:
         dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
         ctx_tail = self._ctx_tail
         id_head = ctx_tail + b',"messageId":"'
-        blake2b, from_bytes, run_key = hashlib.blake2b, int.from_bytes, self.run_key
-        seen = self._seen
-        seen_add = seen.add
+        blake2b, run_key = hashlib.blake2b, self.run_key
+        derived: list[tuple[int, bytes, bytes, dict | None]] = []
         out_rows, out_ids, out_bodies, errors = [], [], [], []
         for i in range(n):
             if i in bad:
@@ -333,40 +387,47 @@ class Preparer:
                     errors.append(MessageError(problem[1], row=offset + i, column=problem[0]))
                     continue
             mid = given[i] if given is not None else None
-            if "context" in msg or not ctx_tail:
-                if mid is None:
-                    mid = self._message_id(dumps(msg, option=sort))
-                if self.library is not None:
-                    ctx = msg["context"]
-                    if "library" not in ctx:
-                        msg["context"] = {**ctx, "library": self.library}
+            slow = "context" in msg or not ctx_tail
+            if mid is None:  # derived: decided for the whole chunk below, in input order
+                canonical = dumps(msg, option=sort)
+                digest = blake2b(canonical, digest_size=16, key=run_key).digest()
+                derived.append((len(out_rows), canonical, digest, msg if slow else None))
+                out_rows.append(offset + i)
+                out_ids.append("")
+                out_bodies.append(b"")
+                continue
+            if slow:
+                self._add_library(msg)
                 msg["messageId"] = mid
                 body = dumps(msg)
             else:
                 canonical = dumps(msg, option=sort)
-                if mid is None:  # derived: hex digits, so no JSON escaping to do
-                    digest = blake2b(canonical, digest_size=16, key=run_key).digest()
-                    key = from_bytes(digest[:8], "little")
-                    if key in seen:
-                        mid = self._message_id(canonical)
-                    else:
-                        seen_add(key)
-                        h = digest.hex()
-                        mid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-                    body = b"".join((canonical[:-1], id_head, mid.encode(), b'"}'))
-                else:
-                    body = b"".join((canonical[:-1], ctx_tail, b',"messageId":', dumps(mid),
-                                     b"}"))
+                body = b"".join((canonical[:-1], ctx_tail, b',"messageId":', dumps(mid), b"}"))
             if len(body) > MAX_MESSAGE_BYTES:
-                errors.append(MessageError(
-                    f"message is {len(body):,} bytes serialized; Segment accepts at most "
-                    f"{MAX_MESSAGE_BYTES:,} bytes per message",
-                    row=offset + i, column=_largest_column(msg, fields)))
+                errors.append(_too_big(body, msg, fields, offset + i))
                 continue
             out_rows.append(offset + i)
             out_ids.append(mid)
             out_bodies.append(body)
+        if derived:
+            self._derive(derived, out_ids, out_bodies, id_head)
+            keep = []
+            for j, body in enumerate(out_bodies):
+                if len(body) > MAX_MESSAGE_BYTES:
+                    errors.append(_too_big(body, orjson.loads(body), fields, out_rows[j]))
+                else:
+                    keep.append(j)
+            if len(keep) < len(out_rows):
+                out_rows = [out_rows[j] for j in keep]
+                out_ids = [out_ids[j] for j in keep]
+                out_bodies = [out_bodies[j] for j in keep]
+        errors.sort(key=lambda e: e.row)
         return Chunk(offset, n, out_rows, out_ids, out_bodies, errors)
+
+    def release(self) -> None:
+        """Free what spans chunks (seen message digests) once no chunk is left to prepare."""
+        self._seen = _SeenKeys()
+        self._repeats = {}
 
     def _missing_required(self, msg: dict, mtype: str) -> tuple[str, str] | None:
         fields = self.layout.fields

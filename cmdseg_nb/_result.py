@@ -30,10 +30,10 @@ class RowLog:
         cap = max(16, n_rows or 0)
         self.n = n_rows or 0  # rows of chunks never read (a stopped send) still get a row
         self.status = np.zeros(cap, np.int8)
-        self.batch = np.full(cap, -1, np.int64)
-        self.attempts = np.zeros(cap, np.int32)
-        self.http = np.zeros(cap, np.int32)
-        self.nbytes = np.full(cap, -1, np.int64)
+        self.batch = np.full(cap, -1, np.int32)
+        self.attempts = np.zeros(cap, np.int16)
+        self.http = np.zeros(cap, np.int16)
+        self.nbytes = np.full(cap, -1, np.int32)
         self.ids: list[pa.Array] = []
         self.errors: dict[int, str] = {}
         self.columns: dict[int, str] = {}
@@ -95,10 +95,9 @@ class RowLog:
 
     def frame(self, index: pd.Index | None) -> pd.DataFrame:
         n = self.n
-        ids = pa.concat_arrays([*self.ids, pa.nulls(0, pa.string())])
-        if len(ids) < n:
-            ids = pa.concat_arrays([ids, pa.nulls(n - len(ids), pa.string())])
-        status = np.array(STATUSES, dtype=object)[self.status[:n]]
+        have = sum(len(a) for a in self.ids)
+        chunks = [*self.ids, pa.nulls(max(0, n - have), pa.string())]
+        ids = pa.chunked_array(chunks, pa.string())  # no copy of the chunks
         batch, http, nbytes = self.batch[:n], self.http[:n], self.nbytes[:n]
         errors = np.full(n, None, dtype=object)
         columns = np.full(n, None, dtype=object)
@@ -109,19 +108,17 @@ class RowLog:
         rows = pd.DataFrame(
             {
                 "row": np.arange(n, dtype=np.int64),
-                "messageId": pd.Series(pd.arrays.ArrowExtensionArray(ids)),
-                "status": pd.Series(status, dtype=object),
-                "error": pd.Series(errors, dtype=object),
-                "column": pd.Series(columns, dtype=object),
-                "batch": pd.array(np.where(batch >= 0, batch, 0), dtype="Int64"),
-                "attempts": self.attempts[:n].astype(np.int64),
-                "http_status": pd.array(http, dtype="Int64"),
-                "bytes": pd.array(nbytes, dtype="Int64"),
-            }
+                "messageId": pd.arrays.ArrowExtensionArray(ids),
+                "status": pd.Categorical.from_codes(self.status[:n], STATUSES),
+                "error": errors,
+                "column": columns,
+                "batch": pd.arrays.IntegerArray(batch.copy(), batch < 0),
+                "attempts": self.attempts[:n].astype(np.int32),
+                "http_status": pd.arrays.IntegerArray(http.astype(np.int32), http == 0),
+                "bytes": pd.arrays.IntegerArray(nbytes.copy(), nbytes < 0),
+            },
+            copy=False,
         )
-        rows.loc[batch < 0, "batch"] = pd.NA
-        rows.loc[http == 0, "http_status"] = pd.NA
-        rows.loc[nbytes < 0, "bytes"] = pd.NA
         if index is not None and len(index) == n:
             rows.index = index
         return rows
@@ -137,9 +134,9 @@ class SendResult:
         (int, 0-based position), ``messageId`` (string or missing for invalid rows),
         ``status`` (``"sent"``, ``"failed"``, ``"invalid"``, ``"skipped"``,
         ``"previously_sent"``), ``error`` (str or None; the server's message for failures),
-        ``column`` (the column at fault for invalid rows), ``batch`` (Int64, batch number),
-        ``attempts`` (int, HTTP attempts that carried the row), ``http_status`` (Int64, last
-        status), ``bytes`` (Int64, serialized message size in bytes).
+        ``column`` (the column at fault for invalid rows), ``batch`` (Int32, batch number),
+        ``attempts`` (int32, HTTP attempts that carried the row), ``http_status`` (Int32, last
+        status), ``bytes`` (Int32, serialized message size in bytes).
     sent, failed, invalid, skipped, previously_sent : int
         Row counts per status.
     batches_sent, batches_failed : int
@@ -179,13 +176,14 @@ class SendResult:
         self.invalid = int(counts.get("invalid", 0))
         self.skipped = int(counts.get("skipped", 0))
         self.previously_sent = int(counts.get("previously_sent", 0))
-        planned = rows[rows["batch"].notna()]
-        batch = planned["batch"].to_numpy(dtype=np.int64)
-        status = planned["status"].to_numpy()
-        all_batches = np.unique(batch)
-        failed = np.unique(batch[status == "failed"])
-        not_sent = np.unique(batch[status != "sent"])
-        self.batches_failed = int(len(failed))
+        # per batch, without copying the frame (it can have millions of rows)
+        batch = rows["batch"].to_numpy(dtype=np.int64, na_value=-1)
+        planned = batch >= 0
+        sent = (rows["status"] == "sent").to_numpy(dtype=bool)
+        failed = (rows["status"] == "failed").to_numpy(dtype=bool)
+        all_batches = np.unique(batch[planned])
+        not_sent = np.unique(batch[planned & ~sent])
+        self.batches_failed = int(len(np.unique(batch[planned & failed])))
         self.batches_sent = int(len(all_batches) - len(not_sent))
 
     @property

@@ -222,6 +222,7 @@ class _Engine:
     def _finish(self, preparer) -> None:
         self.log.finish(self.stopped or _INTERRUPTED)
         self.warnings = preparer.warnings()
+        preparer.release()  # the messageId bookkeeping is not needed for the result
 
     async def _in_ledger(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.ledger_pool, fn, *args)

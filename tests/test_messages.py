@@ -426,3 +426,27 @@ def test_track_frame():
     assert b'"amount":1.10' in prepare(out).bodies[0]
     assert msg["timestamp"] == "2024-03-10T09:00:00.000Z"
     assert list(out.index) == list(df.index)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_b14_case_expected_values(flavour):
+    from conftest import load_case
+
+    expected = load_case("B14")["expected"]
+    df = b14_frame(flavour)
+    [err] = prepare(df).errors  # the bytes column: a row error naming it, never "b'...'"
+    assert err.column == "raw"
+    [msg] = messages(prepare(df, binary="base64"))
+    assert {k: v for k, v in msg["properties"].items() if k != "raw"} == expected["properties"]
+    assert msg["properties"]["raw"] == "AAE="
+
+
+def test_derived_ids_match_the_public_derivation():
+    from cmdseg_nb._messages import derive_message_id
+
+    df = pd.DataFrame({"user_id": ["u1", "u1"], "event": ["E", "E"]})
+    p = prepare(df, library=False)
+    canonical = orjson.dumps({"event": "E", "type": "track", "userId": "u1"},
+                             option=orjson.OPT_SORT_KEYS)
+    assert p.message_ids[0] == derive_message_id(canonical)
+    assert p.message_ids[1] == derive_message_id(canonical, occurrence=1)
