@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,12 @@ import orjson
 import pandas as pd
 
 from ._errors import CmdsegWarning, MessageError
+from ._frames import identify_frame, track_frame
 from ._serialize import (
+    SeenKeys,
     Serializer,
+    digest_of,
     id_column,
-    is_missing,
     object_column,
     text_column,
     timestamp_column,
@@ -150,26 +152,6 @@ class Chunk:
     errors: list[MessageError]
 
 
-def derive_message_id(canonical: bytes, run_key: bytes = b"", occurrence: int = 0) -> str:
-    """A deterministic messageId (UUID-shaped, 36 characters) from a message's canonical JSON.
-
-    The same content (and run name, whose hash is ``run_key``) always gives the same id, so
-    re-sending the same rows is de-duplicated by Segment (it de-duplicates on messageId for about
-    24 hours). ``occurrence`` tells apart identical rows within one send, so they are not merged.
-    """
-    return _format_id(_digest(canonical, run_key, occurrence))
-
-
-def _digest(canonical: bytes, run_key: bytes, occurrence: int) -> bytes:
-    data = canonical if not occurrence else canonical + b"\x00#%d" % occurrence
-    return hashlib.blake2b(data, digest_size=16, key=run_key).digest()
-
-
-def _format_id(digest: bytes) -> str:
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _library_context() -> dict:
     try:
         from importlib.metadata import version
@@ -178,30 +160,6 @@ def _library_context() -> dict:
     except Exception:  # pragma: no cover - running from a source tree without metadata
         ver = "0.0.0"
     return {"name": "cmdseg_nb", "version": ver}
-
-
-class _SeenKeys:
-    """A set of 64-bit message digests in sorted numpy runs (8 bytes each, not ~64 in a set)."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(keys), dtype=bool)
-        for run in self.runs:
-            idx = np.searchsorted(run, keys)
-            idx[idx == len(run)] = 0
-            found |= run[idx] == keys
-        return found
-
-    def add(self, keys: np.ndarray) -> None:
-        """Add sorted, unique keys not yet in the set."""
-        if not len(keys):
-            return
-        self.runs.append(keys)
-        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
-            b, a = self.runs.pop(), self.runs.pop()
-            self.runs.append(np.union1d(a, b))
 
 
 def _too_big(body: bytes, msg: dict, fields: dict[str, str], row: int) -> MessageError:
@@ -229,7 +187,7 @@ class Preparer:
         self._ctx_tail = (b',"context":' + orjson.dumps({"library": self.library})
                           if library else b"")
         self.duplicate_ids = {} if allow_duplicate_message_ids else (duplicate_ids or {})
-        self._seen = _SeenKeys()
+        self._seen = SeenKeys()
         self._repeats: dict[int, int] = {}
 
     def _add_library(self, msg: dict) -> None:
@@ -253,7 +211,7 @@ class Preparer:
             if key in local or key in hit:
                 occurrence = self._repeats.get(key, 0) + 1
                 self._repeats[key] = occurrence
-                digest = _digest(canonical, self.run_key, occurrence)
+                digest = digest_of(canonical, self.run_key, occurrence)
             else:
                 local.add(key)
             h = digest.hex()
@@ -426,7 +384,7 @@ class Preparer:
 
     def release(self) -> None:
         """Free what spans chunks (seen message digests) once no chunk is left to prepare."""
-        self._seen = _SeenKeys()
+        self._seen = SeenKeys()
         self._repeats = {}
 
     def _missing_required(self, msg: dict, mtype: str) -> tuple[str, str] | None:
@@ -541,124 +499,3 @@ def prepare(data: Any, *, tz: Any = None, run_name: str | None = None,
     n_rows = source.n_rows if source.n_rows is not None else n
     index = source.index if source.index is not None else pd.RangeIndex(n_rows)
     return Prepared(n_rows, index, rows, ids, bodies, errors, texts)
-
-def identify_frame(wide: pd.DataFrame, *, user_id_column: str = "user_id") -> pd.DataFrame:
-    """Turn a wide user-property table into identify messages, ready for :func:`send`.
-
-    Parameters
-    ----------
-    wide : pandas.DataFrame
-        One row per user: a ``user_id_column`` (str or integer; or the index so named, as
-        :func:`cmdseg_nb.to_wide` returns) and one column per user property. Cells are Python values as parsed from JSON (str, int, float, bool, list,
-        dict, None), or any value :func:`send` can serialize. Use ``dtype=object`` columns to
-        keep ``None`` apart from missing (pandas turns ``None`` into ``NaN`` in float columns).
-    user_id_column : str
-        Column holding the Segment ``userId``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Same index as ``wide``; columns ``type`` (str, always ``"identify"``), ``userId``
-        (the user id cell, unchanged) and ``traits`` (object: a dict per row).
-
-    Notes
-    -----
-    Null versus missing follows Segment's behaviour downstream (case B01): a trait sent as
-    ``null`` clears the user's value, a trait left out keeps it. So a cell that **is None**
-    means the property is an explicit JSON ``null`` and is sent as ``null``; a cell that is
-    ``pd.NA``, ``NaN`` or ``NaT`` means the user does not have the property, and it is left out.
-    Rows without a user id are kept, so :func:`send` reports them as invalid rows.
-
-    Raises
-    ------
-    MessageError
-        When ``user_id_column`` is not a column of ``wide``.
-    """
-    if not isinstance(wide, pd.DataFrame):
-        raise MessageError(f"identify_frame takes a pandas.DataFrame, not {type(wide).__name__}")
-    if user_id_column not in wide.columns and wide.index.name == user_id_column:
-        wide = wide.reset_index()  # the index of to_wide(); a new frame, the input is untouched
-    if user_id_column not in wide.columns:
-        raise MessageError(f"no column or index {user_id_column!r} with the user ids",
-                           column=user_id_column)
-    props = [c for c in wide.columns if c != user_id_column]
-    values = {c: wide[c].tolist() for c in props}
-    traits = []
-    for i in range(len(wide)):
-        row = {}
-        for c in props:
-            v = values[c][i]
-            if v is None:
-                row[str(c)] = None  # explicit JSON null: clears the trait downstream
-            elif isinstance(v, (Mapping, list, tuple, np.ndarray)) or not is_missing(v):
-                row[str(c)] = v
-        traits.append(row)
-    return pd.DataFrame(
-        {
-            "type": pd.Series(["identify"] * len(wide), index=wide.index, dtype=object),
-            "userId": pd.Series(wide[user_id_column].tolist(), index=wide.index, dtype=object),
-            "traits": pd.Series(traits, index=wide.index, dtype=object),
-        }
-    )
-
-
-def track_frame(
-    df: pd.DataFrame,
-    *,
-    event: str,
-    user_id_column: str = "user_id",
-    timestamp_column: str | None = None,
-    properties: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Turn a table of facts into track messages named ``event``, ready for :func:`send`.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        One row per event, with a ``user_id_column``.
-    event : str
-        Event name of every row (Segment's ``event`` field, case-sensitive).
-    user_id_column : str
-        Column holding the ``userId``.
-    timestamp_column : str | None
-        Column with the event time (datetime64 or ISO text), sent as ``timestamp``.
-    properties : sequence of str | None
-        Columns to send as properties; default every other column. Missing cells are left out.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Same index as ``df``; columns ``type`` (``"track"``), ``event``, ``userId``,
-        ``properties`` (dict per row) and, when given, ``timestamp``.
-
-    Raises
-    ------
-    MessageError
-        When a named column is missing or ``event`` is empty.
-    """
-    if not isinstance(event, str) or not event.strip():
-        raise MessageError("event must be a non-empty name", column="event")
-    for col in [user_id_column, timestamp_column, *(properties or [])]:
-        if col is not None and col not in df.columns:
-            raise MessageError(f"no column {col!r}", column=col)
-    skip = {user_id_column, timestamp_column}
-    props = list(properties) if properties is not None else [c for c in df.columns if c not in skip]
-    values = {c: df[c].tolist() for c in props}
-    rows = []
-    for i in range(len(df)):
-        rows.append({str(c): values[c][i] for c in props if not _missing_scalar(values[c][i])})
-    out = {
-        "type": pd.Series(["track"] * len(df), index=df.index, dtype=object),
-        "event": pd.Series([event] * len(df), index=df.index, dtype=object),
-        "userId": pd.Series(df[user_id_column].tolist(), index=df.index, dtype=object),
-        "properties": pd.Series(rows, index=df.index, dtype=object),
-    }
-    if timestamp_column is not None:
-        out["timestamp"] = df[timestamp_column]
-    return pd.DataFrame(out)
-
-
-def _missing_scalar(v: Any) -> bool:
-    if isinstance(v, (Mapping, list, tuple, np.ndarray)):
-        return False
-    return is_missing(v)

@@ -24,6 +24,7 @@ bulk with Arrow/numpy kernels; nested and odd types fall back to the per-value p
 from __future__ import annotations
 
 import base64
+import hashlib
 import datetime as dt
 import decimal
 import enum
@@ -432,3 +433,48 @@ def value_column(col: Any, ser: Serializer, column: str, offset: int):
     if isinstance(col, list):
         return ser.convert_python(col, column, offset)
     return ser.convert_arrow(col, column, offset)
+
+
+# -- messageIds derived from content -------------------------------------------------------------
+def derive_message_id(canonical: bytes, run_key: bytes = b"", occurrence: int = 0) -> str:
+    """A deterministic messageId (UUID-shaped, 36 characters) from a message's canonical JSON.
+
+    The same content (and run name, whose hash is ``run_key``) always gives the same id, so
+    re-sending the same rows is de-duplicated by Segment (it de-duplicates on messageId for about
+    24 hours). ``occurrence`` tells apart identical rows within one send, so they are not merged.
+    """
+    return format_id(digest_of(canonical, run_key, occurrence))
+
+
+def digest_of(canonical: bytes, run_key: bytes, occurrence: int) -> bytes:
+    data = canonical if not occurrence else canonical + b"\x00#%d" % occurrence
+    return hashlib.blake2b(data, digest_size=16, key=run_key).digest()
+
+
+def format_id(digest: bytes) -> str:
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class SeenKeys:
+    """A set of 64-bit message digests in sorted numpy runs (8 bytes each, not ~64 in a set)."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            idx = np.searchsorted(run, keys)
+            idx[idx == len(run)] = 0
+            found |= run[idx] == keys
+        return found
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add sorted, unique keys not yet in the set."""
+        if not len(keys):
+            return
+        self.runs.append(keys)
+        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            b, a = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.union1d(a, b))

@@ -442,7 +442,7 @@ def test_b14_case_expected_values(flavour):
 
 
 def test_derived_ids_match_the_public_derivation():
-    from cmdseg_nb._messages import derive_message_id
+    from cmdseg_nb._serialize import derive_message_id
 
     df = pd.DataFrame({"user_id": ["u1", "u1"], "event": ["E", "E"]})
     p = prepare(df, library=False)
