@@ -156,18 +156,48 @@ class Export:
     con : duckdb.DuckDBPyConnection
         The connection holding the table ``table`` (default ``cmdseg_events``).
     table : str
-        Name of the canonical events table; columns are :data:`EVENT_COLUMNS`.
+        Name of the canonical events table; columns are :data:`EVENT_COLUMNS`. The table
+        (every event rebuilt as JSON) is created on first access of ``table``, ``report``,
+        :meth:`events` and the other accessors, not by :func:`load_export`: the planned path
+        of :func:`cmdseg_nb.user_properties` reads the warehouse columns directly.
     report : LoadReport
-        What was read.
+        What was read (its counts also build the canonical table on first access).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, table: str, report: LoadReport,
-                 tables: tuple = (), raw_files: tuple = ()):
+                 tables: tuple = (), raw_files: tuple = (), *, finish=None):
         self.con = con
-        self.table = table
-        self.report = report
+        self._table = table
+        self._report = report
         self.tables = tuple(tables)
         self.raw_files = tuple(raw_files)
+        self._finish = finish  # builds the canonical table on first use (None once built)
+
+    @property
+    def materialized(self) -> bool:
+        """Whether the canonical events table exists yet (it is built on first use)."""
+        return self._finish is None
+
+    def _ensure(self) -> None:
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            try:
+                finish(self)
+            except BaseException:
+                self._finish = finish
+                raise
+
+    @property
+    def table(self) -> str:
+        """Name of the canonical events table; building it on first access."""
+        self._ensure()
+        return self._table
+
+    @property
+    def report(self) -> LoadReport:
+        """What was read; the counts need the canonical table, built on first access."""
+        self._ensure()
+        return self._report
 
     def events(self) -> duckdb.DuckDBPyRelation:
         """The canonical events as a DuckDB relation (columns: :data:`EVENT_COLUMNS`)."""
@@ -190,6 +220,9 @@ class Export:
         return self.report.events
 
     def __repr__(self) -> str:
+        if not self.materialized:
+            return (f"<Export of {len(self._report.rows_read)} tables/files "
+                    f"({sum(self._report.rows_read.values()):,} rows), not yet materialized>")
         return (f"<Export {self.report.events:,} events from "
                 f"{len(self.report.rows_read)} tables/files in {self.table!r}>")
 
@@ -321,9 +354,13 @@ def _iso(expr: str) -> str:
     return f"to_json(strftime({expr}, '%Y-%m-%dT%H:%M:%S.%gZ'))"
 
 
-def _warehouse_select(src: _Source, view: str, cols: dict[str, str], types: dict[str, str],
-                      table_type: str, report: LoadReport) -> str:
-    """SELECT producing canonical event columns from one warehouse table view."""
+def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dict[str, str],
+                      table_type: str, report: LoadReport, passthrough: Iterable[str] = ()) -> str:
+    """SELECT producing canonical event columns from one warehouse table view.
+
+    ``passthrough`` names (lower-case) columns also selected unchanged as ``"col:<name>"``,
+    for the planner (``_plan``) which reads cells without rebuilding the event JSON.
+    """
     def has(c: str) -> bool:
         return c in cols
 
@@ -341,7 +378,7 @@ def _warehouse_select(src: _Source, view: str, cols: dict[str, str], types: dict
             if not ok:
                 unrestored.append(c)
     if unrestored:
-        report.unrestored_names[src.name] = unrestored
+        report.unrestored_names[src_name] = unrestored
     context_sql = nested_object_sql(ctx_entries) if ctx_entries else "json('{}')"
 
     msg_id = col("id") if has("id") else col("message_id")
@@ -386,12 +423,42 @@ def _warehouse_select(src: _Source, view: str, cols: dict[str, str], types: dict
         ("channel", j(col("channel"))),
     ]
     event_json = object_sql(top)
+    extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
     return f"""
         SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
                {col('user_id')} AS user_id, {col('anonymous_id')} AS anonymous_id,
                {event_name} AS event, {name} AS name,
                {ts} AS timestamp, {ots} AS original_timestamp, {rat} AS received_at,
-               {event_json} AS event_json, {sql_str(src.name)} AS source
+               {event_json} AS event_json, {sql_str(src_name)} AS source{extra}
+        FROM {ident(view)} AS t"""
+
+
+def _lean_select(view: str, cols: dict[str, str], table_type: str,
+                 passthrough: Iterable[str] = ()) -> str:
+    """Like :func:`_warehouse_select` without rebuilding the event: the canonical scalar
+    columns (same SQL expressions) and the ``passthrough`` cells as ``"col:<name>"``."""
+    def has(c: str) -> bool:
+        return c in cols
+
+    def col(c: str) -> str:
+        return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if has(c) else "CAST(NULL AS VARCHAR)"
+
+    msg_id = col("id") if has("id") else col("message_id")
+    ts, ots, rat = (_ts(f"t.{ident(cols[c])}") if has(c) else "CAST(NULL AS TIMESTAMPTZ)"
+                    for c in ("timestamp", "original_timestamp", "received_at"))
+    if table_type == "track":
+        event_name = (f"COALESCE({col('event_text')}, {col('event')})" if has("event_text")
+                      else col("event"))
+    else:
+        event_name = "CAST(NULL AS VARCHAR)"
+    name = col("name") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
+    type_sql = col("type") if has("type") and table_type not in TABLE_TYPES.values() else sql_str(table_type)
+    extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
+    return f"""
+        SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
+               {col('user_id')} AS user_id, {col('anonymous_id')} AS anonymous_id,
+               {event_name} AS event, {name} AS name,
+               {ts} AS timestamp, {ots} AS original_timestamp, {rat} AS received_at{extra}
         FROM {ident(view)} AS t"""
 
 
@@ -496,46 +563,16 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
         report.rows_read[src.name] = n
         views[src.name] = (src, cols, types, view)
 
-    per_event_sql: list[str] = []
-    tracks_sql: str | None = None
-    for name, (src, cols, types, view) in views.items():
-        if name in SNAPSHOT_TABLES:
-            report.ignored_tables[name] = ("an upserted snapshot of the latest traits, not events; "
-                                           "properties are computed from identifies")
-            continue
-        ttype = TABLE_TYPES.get(name, "track")  # any other table is a per-event track table
-        sel = _warehouse_select(src, view, cols, types, ttype, report)
-        if name == "tracks":
-            tracks_sql = sel
-        elif name not in TABLE_TYPES:
-            per_event_sql.append(sel)
-            selects.append(sel)
-        else:
-            selects.append(sel)
-    if tracks_sql is not None:
-        if per_event_sql:
-            # A track event is written twice: to `tracks` (common columns) and to its per-event
-            # table (the same plus properties). Keep the per-event row. Twins share `id` in
-            # Segment's warehouses; some loaders write different ids, so an (event, userId,
-            # anonymousId, timestamp) match counts too, and the report says how many.
-            pe = " UNION ALL ".join(
-                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
-                for q in per_event_sql)
-            by_id = "x.message_id = w.message_id"
-            by_content = ("x.event = w.event AND x.user_id IS NOT DISTINCT FROM w.user_id AND "
-                          "x.anonymous_id IS NOT DISTINCT FROM w.anonymous_id AND "
-                          "x.timestamp = w.timestamp")
-            with duckdb_errors("cannot match tracks rows to their per-event tables", ExportError,
-                               source="tracks"):
-                n_id, n_content = con.execute(f"""
-                    SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})),
-                           count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})
-                                            AND EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_content}))
-                    FROM ({tracks_sql}) w""").fetchall()[0]
-            report.track_twins = {"by_id": int(n_id), "by_event_user_time": int(n_content)}
-            tracks_sql = (f"SELECT * FROM ({tracks_sql}) AS w WHERE NOT EXISTS ("
-                          f"SELECT 1 FROM ({pe}) AS x WHERE ({by_id}) OR ({by_content}))")
-        selects.append(tracks_sql)
+    tables = tuple(
+        WarehouseTable(name, view, cols, types,
+                       None if name in SNAPSHOT_TABLES else TABLE_TYPES.get(name, "track"),
+                       tuple(src.paths))
+        for name, (src, cols, types, view) in views.items())
+    for t in tables:
+        if t.event_type is None:
+            report.ignored_tables[t.name] = ("an upserted snapshot of the latest traits, not "
+                                             "events; properties are computed from identifies")
+    selects = [sql for _name, sql in table_selects(tables, report=report)]
     for src in (s for s in sources if s.kind == "raw"):
         with duckdb_errors(f"cannot read raw events from {src.paths[0]!r}", ExportError,
                            source=src.name):
@@ -545,7 +582,96 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
     if not selects:
         raise ExportError("no event tables found (only snapshot tables such as users/accounts)",
                           source=str(source))
+    if wh:
+        report.notes.append(
+            "warehouse tables: trait/property names are kept as exported (snake_case, nested "
+            "objects flattened with '_'); original camelCase or dotted names and explicit nulls "
+            "cannot be recovered, and NULL cells are read as 'not sent'.")
+    raw_files = tuple(p for s in sources if s.kind == "raw" for p in s.paths)
 
+    def finish(export: Export) -> None:
+        _materialize(con, table, tables, selects, report)
+
+    return Export(con, table, report, tables, raw_files, finish=finish)
+
+
+def _twin_filters(pe: str) -> tuple[str, str]:
+    by_id = "x.message_id = w.message_id"
+    by_content = ("x.event = w.event AND x.user_id IS NOT DISTINCT FROM w.user_id AND "
+                  "x.anonymous_id IS NOT DISTINCT FROM w.anonymous_id AND "
+                  "x.timestamp = w.timestamp")
+    return by_id, by_content
+
+
+def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None = None,
+                  passthrough: dict[str, list[str]] | None = None,
+                  lean: bool = False) -> list[tuple[str, str]]:
+    """Per event table, the SELECT of its rows as canonical event columns (pure SQL).
+
+    ``tracks`` rows whose event is also in a per-event table are left out (see
+    :func:`load_export`). ``passthrough`` maps a table name to lower-case columns also
+    selected unchanged as ``"col:<name>"``. Returns ``[(table name, sql), ...]``; the columns
+    are those of :data:`EVENT_COLUMNS` but ``traits``, ``properties``, ``context`` and the
+    receiver's ``user_id`` (here the raw ``user_id`` cell as VARCHAR). With ``lean`` the
+    event JSON is not built either (no ``event_json``, ``source``).
+    """
+    report = report if report is not None else LoadReport()
+    passthrough = passthrough or {}
+    out: list[tuple[str, str]] = []
+    per_event_sql: list[str] = []
+    tracks_sql: str | None = None
+    for t in tables:
+        if t.event_type is None:
+            continue
+        ttype = TABLE_TYPES.get(t.name, "track")  # any other table is a per-event track table
+        if lean:
+            sel = _lean_select(t.view, t.columns, ttype, passthrough.get(t.name, ()))
+        else:
+            sel = _warehouse_select(t.name, t.view, t.columns, t.types, ttype, report,
+                                    passthrough.get(t.name, ()))
+        if t.name == "tracks":
+            tracks_sql = sel
+            continue
+        if t.name not in TABLE_TYPES:
+            per_event_sql.append(sel)
+        out.append((t.name, sel))
+    if tracks_sql is not None:
+        if per_event_sql:
+            # A track event is written twice: to `tracks` (common columns) and to its per-event
+            # table (the same plus properties). Keep the per-event row. Twins share `id` in
+            # Segment's warehouses; some loaders write different ids, so an (event, userId,
+            # anonymousId, timestamp) match counts too. Two anti-joins (not one OR) so that
+            # DuckDB hash-joins them.
+            pe = " UNION ALL ".join(
+                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
+                for q in per_event_sql)
+            by_id, by_content = _twin_filters(pe)
+            tracks_sql = (f"SELECT * FROM ({tracks_sql}) AS w "
+                          f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id}) "
+                          f"AND NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
+        out.append(("tracks", tracks_sql))
+    return out
+
+
+def _materialize(con, table: str, tables: tuple, selects: list[str], report: LoadReport) -> None:
+    """Create the canonical events table and fill the report's counts."""
+    names = {t.name for t in tables if t.event_type is not None}
+    per_event = [t for t in tables if t.event_type is not None and t.name not in TABLE_TYPES]
+    if "tracks" in names and per_event:
+        pe_sql = [sql for name, sql in table_selects(per_event)]
+        pe = " UNION ALL ".join(
+            f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})" for q in pe_sql)
+        by_id, by_content = _twin_filters(pe)
+        tracks = [t for t in tables if t.name == "tracks"]
+        tracks_raw = table_selects(tracks)[0][1]
+        with duckdb_errors("cannot match tracks rows to their per-event tables", ExportError,
+                           source="tracks"):
+            n_id, n_content = con.execute(f"""
+                SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})),
+                       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_id})
+                                        AND EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_content}))
+                FROM ({tracks_raw}) w""").fetchall()[0]
+        report.track_twins = {"by_id": int(n_id), "by_event_user_time": int(n_content)}
     union = " UNION ALL BY NAME ".join(f"({s})" for s in selects)
     canon = f"""
         WITH raw AS ({union}),
@@ -571,15 +697,3 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
         report.message_id_collisions = con.execute(
             f"SELECT count(*) FROM (SELECT message_id FROM {ident(table)} WHERE message_id IS NOT NULL "
             f"GROUP BY message_id HAVING count(DISTINCT type) > 1)").fetchall()[0][0]
-    if wh:
-        report.notes.append(
-            "warehouse tables: trait/property names are kept as exported (snake_case, nested "
-            "objects flattened with '_'); original camelCase or dotted names and explicit nulls "
-            "cannot be recovered, and NULL cells are read as 'not sent'.")
-    tables = tuple(
-        WarehouseTable(name, view, cols, types,
-                       None if name in SNAPSHOT_TABLES else TABLE_TYPES.get(name, "track"),
-                       tuple(src.paths))
-        for name, (src, cols, types, view) in views.items())
-    raw_files = tuple(p for s in sources if s.kind == "raw" for p in s.paths)
-    return Export(con, table, report, tables, raw_files)
