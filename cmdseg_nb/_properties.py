@@ -19,7 +19,11 @@ from . import _receiver
 from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
 
-__all__ = ["LONG_COLUMNS", "explain", "to_wide", "user_properties", "assignments_query"]
+__all__ = ["LONG_COLUMNS", "PlanError", "explain", "to_wide", "user_properties", "assignments_query"]
+
+class PlanError(CmdsegError, ValueError):
+    """``engine="plan"`` was asked for a mapping or export the planner cannot analyse."""
+
 
 #: Columns of the long user-property table and their pandas dtypes.
 LONG_COLUMNS = {
@@ -108,7 +112,8 @@ def _register(con) -> None:
     register_udfs(con)
 
 
-def user_properties(export, config=None, *, null_clears: bool = True) -> pd.DataFrame:
+def user_properties(export, config=None, *, null_clears: bool = True,
+                    engine: str = "auto") -> pd.DataFrame:
     """The user properties Command AI would hold after receiving the export's events.
 
     Parameters
@@ -122,6 +127,16 @@ def user_properties(export, config=None, *, null_clears: bool = True) -> pd.Data
     null_clears : bool, default True
         Receiver rule 6: an explicit JSON null sets the property to null (it stays listed with
         ``value == "null"``). With False, explicit nulls are ignored like absent keys.
+    engine : {"auto", "plan", "generic"}, default "auto"
+        ``"plan"`` reads the warehouse columns the mappings use, aggregates per user and
+        column and unpivots only the aggregated rows (``_plan``); it handles warehouse tables
+        with mappings made of ``@path``/literal keys (``userId``, ``traits``,
+        ``user_property.*``, ``user_property_event``), the whole-event data, and triggers on
+        ``type``/``event``/``name``, and raises :class:`PlanError` otherwise. ``"generic"``
+        rebuilds every event as JSON (any mapping-kit directive, any trigger, raw events).
+        ``"auto"`` uses the plan when it applies, else the generic path. Both give the same
+        table; the memory limit and spill folder are the Export connection's
+        (``load_export(memory_limit=, temp_directory=)``).
 
     Returns
     -------
@@ -151,6 +166,18 @@ def user_properties(export, config=None, *, null_clears: bool = True) -> pd.Data
     Within one event, later mappings overwrite earlier ones, and receiver rule 5 applies.
     """
     cfg = _config(config)
+    if engine not in ("auto", "plan", "generic"):
+        raise ValueError(f"engine must be 'auto', 'plan' or 'generic', got {engine!r}")
+    if engine != "generic":
+        from . import _plan
+        from ._load import Export
+        if not isinstance(export, Export):
+            raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
+        try:
+            return _plan.run(export, cfg, null_clears=null_clears)
+        except _plan.Unplannable as exc:
+            if engine == "plan":
+                raise PlanError(f"this mapping needs the generic path: {exc}") from None
     con, events = _events_of(export)
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears)
