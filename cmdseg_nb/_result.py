@@ -132,7 +132,7 @@ class SendResult:
     rows : pandas.DataFrame
         Indexed like the input (a RangeIndex for Arrow and DuckDB input). Columns: ``row``
         (int, 0-based position), ``messageId`` (string or missing for invalid rows),
-        ``status`` (``"sent"``, ``"failed"``, ``"invalid"``, ``"skipped"``,
+        ``status`` (categorical: ``"sent"``, ``"failed"``, ``"invalid"``, ``"skipped"``,
         ``"previously_sent"``), ``error`` (str or None; the server's message for failures),
         ``column`` (the column at fault for invalid rows), ``batch`` (Int32, batch number),
         ``attempts`` (int32, HTTP attempts that carried the row), ``http_status`` (Int32, last

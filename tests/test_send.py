@@ -636,3 +636,16 @@ def test_integrations_route_to_named_destinations_against_local_segment():
              integrations={"All": False, "Webhooks": True})
         [req] = seg.requests
     assert orjson.loads(req.body)["integrations"] == {"All": False, "Webhooks": True}
+
+
+def test_sent_at_is_set_per_attempt_and_nothing_else_changes():
+    import datetime as dt
+
+    with LocalSegment(KEY) as seg:
+        seg.script([Reply(429, retry_after=1)])
+        result = send(frame(3), write_key=KEY, endpoint=seg.url, progress=False)
+        first, second = (r.body for r in seg.requests)
+    stamps = [dt.datetime.fromisoformat(orjson.loads(b)["sentAt"].replace("Z", "+00:00"))
+              for b in (first, second)]
+    assert (stamps[1] - stamps[0]).total_seconds() >= 0.99  # the retry's own send time
+    assert batch_part(first) == batch_part(second) and result.sent == 3
