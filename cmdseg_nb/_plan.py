@@ -380,7 +380,8 @@ def _event_name(src: Src) -> str:
     return sql_str(src.value) if src.kind == "lit" else _cell(src)
 
 
-def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bool = False) -> list[str]:
+def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bool = False,
+                  only: set | None = None) -> list[str]:
     """One SELECT per table: ordering columns, uid, one trigger flag per mapping, cells read.
 
     ``selects`` are ``_load.table_selects`` (lean or not) with the plan's passthrough; with
@@ -389,7 +390,7 @@ def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bo
     uid = _uid_sql(p.uid)
     out = []
     for ti, tp in enumerate(p.tables):
-        if tp.name not in selects:
+        if tp.name not in selects or (only is not None and ti not in only):
             continue
         cols = [f"{ti} AS _t", "message_id", "type", "received_at", "original_timestamp",
                 "COALESCE(timestamp, original_timestamp, received_at) AS event_time",
@@ -415,8 +416,9 @@ def _union(parts: list[str]) -> str:
     return " UNION ALL BY NAME ".join(f"({x})" for x in parts) if parts else ""
 
 
-def _matched(p: Plan) -> str:
-    flags = [ident(f"m{tm.mi}") for tp in p.tables for tm in tp.mappings]
+def _matched(p: Plan, only: set | None = None) -> str:
+    flags = [ident(f"m{tm.mi}") for ti, tp in enumerate(p.tables) for tm in tp.mappings
+             if only is None or ti in only]
     return "(" + " OR ".join(f"COALESCE({f}, FALSE)" for f in dict.fromkeys(flags)) + ")"
 
 
@@ -434,24 +436,39 @@ _TIE_ORDER = ("original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, 
               "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 
 
-def keyed_sql(ev: str, ties: str) -> str:
-    """``ev`` plus ``k`` BIGINT (the order key); ``ties`` holds (uid, event_time) seen twice."""
+def _k_time(k: str) -> str:
+    """The event time held in an order key (NULL for the NULL sentinel)."""
+    return (f"CASE WHEN {k} >= {_NULL_US + 1} * 1024 "
+            f"THEN CAST(make_timestamp(CAST(floor({k} / 1024) AS BIGINT)) AS TIMESTAMPTZ) END")
+
+
+_KEY_COLS = ("uid", "event_time", "original_timestamp", "received_at", "message_id", "event_hash")
+
+
+def tie_ranks_sql(ev: str, ties: str) -> str:
+    """Rank (from 0) of each distinct order key among a user's events sharing one event time."""
     on = "x.uid = e.uid AND x.event_time IS NOT DISTINCT FROM e.event_time"
     return f"""
-        SELECT e.*, {_K_TIME} AS k FROM {ev} AS e
-        WHERE NOT EXISTS (SELECT 1 FROM {ties} AS x WHERE {on})
-        UNION ALL
-        SELECT * EXCLUDE (_rn), {_K_TIME} + CASE WHEN _rn < 1024 THEN _rn ELSE error('{_OUT_OF_RANGE}') END AS k
-        FROM (SELECT e.*, row_number() OVER (PARTITION BY e.uid, e.event_time ORDER BY {_TIE_ORDER}) - 1 AS _rn
-              FROM {ev} AS e WHERE EXISTS (SELECT 1 FROM {ties} AS x WHERE {on}))"""
+        SELECT DISTINCT {', '.join(_KEY_COLS)},
+               dense_rank() OVER (PARTITION BY uid, event_time ORDER BY {_TIE_ORDER}) - 1 AS rnk
+        FROM {ev} AS e WHERE EXISTS (SELECT 1 FROM {ties} AS x WHERE {on})"""
 
 
-def events_sql(p: Plan, lean: str, special: str, slow: str) -> str:
+def keyed_sql(ev: str, ranks: str) -> str:
+    """``ev`` plus ``k`` BIGINT, the order key (``ranks`` from :func:`tie_ranks_sql`)."""
+    on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM e.{c}" for c in _KEY_COLS)
+    return (f"SELECT e.*, {_K_TIME.replace('event_time', 'e.event_time')} + COALESCE(r.rnk, 0) AS k "
+            f"FROM {ev} AS e "
+            f"LEFT JOIN {ranks} AS r ON {on}")
+
+
+def events_sql(p: Plan, lean: str, special: str, slow: str, only: set | None = None) -> str:
     """De-duplicated, matched events: rows whose message id is seen once, plus the winners
     (kept in relation ``slow``) of the rows whose id is seen more than once or is NULL."""
-    return (f"SELECT * FROM ({lean}) WHERE message_id IS NOT NULL AND {_matched(p)} "
+    return (f"SELECT * FROM ({lean}) WHERE message_id IS NOT NULL AND {_matched(p, only)} "
             f"AND message_id NOT IN (SELECT message_id FROM {special}) "
-            f"UNION ALL BY NAME SELECT * FROM {slow} WHERE {_matched(p)}")
+            f"UNION ALL BY NAME SELECT * FROM {slow} WHERE {_matched(p, only)}"
+            + (f" AND _t IN ({', '.join(map(str, sorted(only)))})" if only is not None else ""))
 
 
 def _by_expr(pairs: list[tuple[int, str]]) -> str:
@@ -465,59 +482,87 @@ def _by_expr(pairs: list[tuple[int, str]]) -> str:
                               for e, tis in groups.items()) + " END"
 
 
-def _in_tables(tis: list[int], all_tis: list[int]) -> str:
-    return "TRUE" if sorted(tis) == sorted(all_tis) else f"_t IN ({', '.join(map(str, tis))})"
+def _in_tables(tis, all_tis) -> str:
+    return ("TRUE" if all_tis is not None and sorted(tis) == sorted(all_tis)
+            else f"_t IN ({', '.join(map(str, sorted(tis)))})")
 
 
-def aggregate_sql(p: Plan, ev: str) -> dict:
-    """Per-user aggregation of the static slots (and the counts of received objects) over the
-    keyed events ``ev``; per (user, name) aggregation of ``user_property_event``; and, per
-    slot, the unpivot of the aggregated rows (over relation ``agg``). Slots with the same
-    source in several tables share one aggregate."""
-    aggs, unpivot, dyn, counts = [], [], [], []
+def aggregate_sql(p: Plan, kev) -> dict:
+    """The aggregation queries over keyed events (``kev(tables)`` gives the relation of the
+    events of a set of table indexes, with ``k``).
+
+    ``static``: per user, every static slot's latest value, message id and key, plus the counts
+    of received objects of the tables read; it reads the tables with slots (or with nothing but
+    counts). ``dynamic``: per mapping with ``user_property_event``, per (user, event name) the
+    latest key and message id (and the counts of the tables only it reads). ``unpivot``:
+    ``(property, sql over relation agg)`` per slot. Slots with the same source in several tables
+    share one aggregate; CASE inside aggregates, not FILTER (DuckDB runs many FILTERs ~3x slower).
+    """
+    static_t = {ti for ti, tp in enumerate(p.tables) for tm in tp.mappings
+                if tm.slots or tm.event_src.kind == "absent"}
+    counted: dict[int, str] = {ti: "static" for ti in static_t}
+    aggs, unpivot, dyn = [], [], []
+    dyn_counts: dict[int, list[str]] = {}
+
+    def counts_for(mi: int, tms, tis: set) -> list[str]:
+        tms = [(ti, tm) for ti, tm in tms if ti in tis]
+        if not tms:
+            return []
+        m = f"{ident(f'm{mi}')} AND {_in_tables([ti for ti, _ in tms], None)}"
+        empty_p = _by_expr([(ti, _present(tm.empty_key)) for ti, tm in tms])
+        bad_ev = _by_expr([(ti, f"({_present(tm.event_src)} AND NOT {_event_ok(tm.event_src)})")
+                           for ti, tm in tms])
+        return [f"count(CASE WHEN {m} THEN 1 END) AS {ident(f'n_{mi}')}",
+                f"count(CASE WHEN {m} AND uid IS NULL THEN 1 END) AS {ident(f'nu_{mi}')}",
+                f"count(CASE WHEN {m} AND uid IS NOT NULL AND {empty_p} THEN 1 END) AS {ident(f'ne_{mi}')}",
+                f"count(CASE WHEN {m} AND uid IS NOT NULL AND {bad_ev} THEN 1 END) AS {ident(f'ni_{mi}')}"]
+
+    static_counts = []
     for mi in range(len(p.mapping_names)):
         tms = [(ti, tm) for ti, tp in enumerate(p.tables) for tm in tp.mappings if tm.mi == mi]
         if not tms:
             continue
         m = ident(f"m{mi}")
-        all_tis = [ti for ti, _ in tms]
-        empty_p = _by_expr([(ti, _present(tm.empty_key)) for ti, tm in tms])
-        bad_ev = _by_expr([(ti, f"({_present(tm.event_src)} AND NOT {_event_ok(tm.event_src)})")
-                           for ti, tm in tms])
-        counts += [f"count(*) FILTER (WHERE {m}) AS {ident(f'n_{mi}')}",
-                   f"count(*) FILTER (WHERE {m} AND uid IS NULL) AS {ident(f'nu_{mi}')}",
-                   f"count(*) FILTER (WHERE {m} AND uid IS NOT NULL AND {empty_p}) AS {ident(f'ne_{mi}')}",
-                   f"count(*) FILTER (WHERE {m} AND uid IS NOT NULL AND {bad_ev}) AS {ident(f'ni_{mi}')}"]
+        static_counts += counts_for(mi, tms, static_t)
         slots: dict[tuple, list[int]] = {}
         for ti, tm in tms:
             for sl in tm.slots:
                 slots.setdefault((sl.rule, sl.rank, sl.prop, sl.src), []).append(ti)
         for si, ((rule, rank, prop, src), tis) in enumerate(slots.items()):
-            a, ak = ident(f"a_{mi}_{si}"), ident(f"k_{mi}_{si}")
-            val = "NULL" if src.kind == "lit" else _cell(src)
-            cond = f"{m} AND {_in_tables(tis, all_tis)} AND uid IS NOT NULL AND {_present(src)}"
-            aggs.append(f"arg_max(struct_pack(v := {val}, t := event_time, m := message_id), k) "
-                        f"FILTER (WHERE {cond}) AS {a}, max(k) FILTER (WHERE {cond}) AS {ak}")
+            a, ak, am = (ident(f"{x}_{mi}_{si}") for x in "akm")
+            cond = f"{m} AND {_in_tables(tis, [ti for ti, _ in tms])} AND uid IS NOT NULL AND {_present(src)}"
+            kc = f"CASE WHEN {cond} THEN k END"  # rows with a NULL key are skipped
+            if src.kind != "lit":
+                aggs.append(f"arg_max_null({_cell(src)}, {kc}) AS {a}")
+            aggs.append(f"arg_max_null(message_id, {kc}) AS {am}, max({kc}) AS {ak}")
             unpivot.append((prop, f"""
                 SELECT uid, {sql_str(prop)} AS property, {ak} AS k, {mi} AS mapping_index,
-                       {rank} AS rule_rank, {sql_str(rule)} AS rule, {_to_json(src, f"{a}.v")} AS value,
-                       {a}.t AS event_time, {a}.m AS message_id
+                       {rank} AS rule_rank, {sql_str(rule)} AS rule, {_to_json(src, a)} AS value,
+                       {_k_time(ak)} AS event_time, {am} AS message_id
                 FROM agg WHERE {ak} IS NOT NULL"""))
         ev_tms = [(ti, tm) for ti, tm in tms if tm.event_src.kind != "absent"]
         if ev_tms:
+            tis = {ti for ti, _ in ev_tms}
             name = _by_expr([(ti, _event_name(tm.event_src)) for ti, tm in ev_tms])
             ok = _by_expr([(ti, _event_ok(tm.event_src)) for ti, tm in ev_tms])
-            dyn.append(f"""
-                SELECT uid, property, k, {mi} AS mapping_index, 3 AS rule_rank,
-                       'user_property_event' AS rule, CAST('true' AS JSON) AS value,
-                       x.t AS event_time, x.m AS message_id
-                FROM (SELECT uid, {name} AS property, max(k) AS k,
-                             arg_max(struct_pack(t := event_time, m := message_id), k) AS x
-                      FROM {ev} WHERE {m} AND {_in_tables([ti for ti, _ in ev_tms], all_tis)}
-                            AND uid IS NOT NULL AND {ok}
-                      GROUP BY ALL)""")
-    return {"static": f"SELECT uid, {', '.join(counts + aggs)} FROM {ev} GROUP BY uid",
-            "unpivot": unpivot, "dynamic": " UNION ALL ".join(dyn) or None}
+            cond = f"{m} AND uid IS NOT NULL AND {ok}"
+            # the counts of tables no other query reads, once
+            mine = {ti for ti in tis if counted.setdefault(ti, f"dyn{mi}") == f"dyn{mi}"}
+            cnt = []
+            for mj in range(len(p.mapping_names)):
+                tmj = [(ti, tm) for ti, tp in enumerate(p.tables) for tm in tp.mappings if tm.mi == mj]
+                cnt += counts_for(mj, tmj, mine)
+            dyn.append((mi, f"""
+                SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
+                       max(CASE WHEN {cond} THEN k END) AS k,
+                       arg_max_null(message_id, CASE WHEN {cond} THEN k END) AS message_id
+                       {''.join(', ' + c for c in cnt)}
+                FROM {kev(tis)} GROUP BY ALL""", [c.rsplit(' AS ', 1)[1].strip('"') for c in cnt]))
+    static = None
+    if aggs or static_counts:
+        static = (f"SELECT uid, {', '.join(static_counts + aggs)} FROM {kev(static_t)} GROUP BY uid")
+    return {"static": static, "static_counts": [c.rsplit(" AS ", 1)[1].strip('"') for c in static_counts],
+            "unpivot": unpivot, "dynamic": dyn}
 
 
 def _names(mapping_names: list[str]) -> str:
@@ -599,18 +644,22 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
         return df
     selects = dict(table_selects([t for t in export.tables if t.event_type is not None],
                                  passthrough={tp.name: tp.columns for tp in p.tables}, lean=True))
-    lean = _union(_lean_selects(p, selects, export.tables))
     try:
-        df, counts = _execute(con, p, lean, export, empty)
+        if "tracks" in selects and any(tp.name == "tracks" for tp in p.tables):
+            # the twin anti-join against the per-event tables, once (usually few rows survive)
+            with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {_TEMP[-1]} AS {selects['tracks']}")
+            selects["tracks"] = f"SELECT * FROM {_TEMP[-1]}"
+        df, counts = _execute(con, p, selects, export, empty)
     except CmdsegError as exc:
         if _OUT_OF_RANGE in str(exc):
             raise Unplannable("event times outside 1830-2110 or over 1023 events at one instant") from None
         raise
     finally:
-        for t in _TEMP:
+        for t in _TEMP + tuple(f"{_TEMP[5]}_{i}" for i in range(len(p.mapping_names))):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
-    for name, v in zip(_count_columns(p), counts):
+    for name, v in counts:
         tot[name.split("_")[0]] += int(v or 0)
     df = _tidy(df)
     df.attrs["skipped"] = {"no_user_id": tot["nu"], "empty_user_property_name": tot["ne"],
@@ -620,68 +669,95 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
 
 
 _TEMP = ("cmdseg_plan_special", "cmdseg_plan_special_rows", "cmdseg_plan_slow", "cmdseg_plan_agg",
-         "cmdseg_plan_ties", "cmdseg_plan_dyn", "cmdseg_plan_hash_ids")
+         "cmdseg_plan_ties", "cmdseg_plan_dyn", "cmdseg_plan_hash_ids", "cmdseg_plan_groups",
+         "cmdseg_plan_ranks", "cmdseg_plan_tracks")
 
 
-def _execute(con, p: Plan, lean: str, export, empty: pd.DataFrame):
-    sp, sr, slow, agg, ties, dyn, _h = _TEMP
+def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
+    sp, sr, slow, agg, ties, dyn, _h, _g, ranks, _tk = _TEMP
+    lean = _union(_lean_selects(p, selects, export.tables))
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
-        # 1. message ids seen more than once (duplicates, or shared by two event types)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {sp} AS SELECT message_id FROM ({lean}) "
-                    f"WHERE message_id IS NOT NULL GROUP BY message_id HAVING count(*) > 1")
-        # 2. their rows (and rows without id); the ones tied on received_at, or whose id two
-        #    types share, are read again with the rebuilt event for the loader's hash
+        # 1. one scan, two groupings: message ids seen more than once (duplicates, or shared
+        #    by two event types), and (user, event time) pairs seen more than once (ties for the
+        #    order key; counted before de-duplication and triggers, a superset is harmless)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {_g} AS
+            SELECT grouping(message_id) AS g, message_id, uid, event_time FROM ({lean})
+            GROUP BY GROUPING SETS ((message_id), (uid, event_time)) HAVING count(*) > 1""")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {sp} AS SELECT message_id FROM {_g} "
+                    f"WHERE g = 0 AND message_id IS NOT NULL")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ties} AS SELECT uid, event_time FROM {_g} "
+                    f"WHERE g = 1 AND uid IS NOT NULL")
+        # 2. the rows of those ids (and rows without id). Where copies tied on received_at differ
+        #    in a column the plan reads, or two types share an id, the loader's hash of the
+        #    rebuilt event decides: only those rows are read again and rebuilt as JSON.
         con.execute(f"CREATE OR REPLACE TEMP TABLE {sr} AS SELECT * FROM ({lean}) WHERE "
                     f"message_id IS NULL OR message_id IN (SELECT message_id FROM {sp})")
-        hashed = con.execute(f"""
-            SELECT DISTINCT _t FROM {sr} WHERE message_id IS NULL OR message_id IN (
-                SELECT message_id FROM {sr} GROUP BY type, message_id, received_at HAVING count(*) > 1
-                UNION ALL
-                SELECT message_id FROM {sr} GROUP BY message_id HAVING count(DISTINCT type) > 1)""").fetchall()
-        need = sorted(p.tables[r[0]].name for r in hashed)
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE cmdseg_plan_hash_ids AS
-            SELECT message_id FROM {sr} GROUP BY type, message_id, received_at HAVING count(*) > 1
+        row = "struct_pack(" + ", ".join(
+            f"{ident('c' + str(i))} := {ident(r[0])}"
+            for i, r in enumerate(con.execute(f"DESCRIBE {sr}").fetchall())) + ")"
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {_h} AS
+            SELECT message_id FROM {sr} GROUP BY type, message_id, received_at
+            HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
             UNION SELECT message_id FROM {sr} GROUP BY message_id HAVING count(DISTINCT type) > 1""")
+        hashed = con.execute(f"SELECT DISTINCT _t FROM {sr} WHERE message_id IS NULL OR "
+                             f"message_id IN (SELECT message_id FROM {_h})").fetchall()
+        need = sorted(p.tables[r[0]].name for r in hashed)
         rows = [f"SELECT * FROM {sr} WHERE message_id IS NOT NULL AND message_id NOT IN "
-                f"(SELECT message_id FROM cmdseg_plan_hash_ids)"]
+                f"(SELECT message_id FROM {_h})"]
         if need:
-            hsel = _slow_selects(export, p, need, "cmdseg_plan_hash_ids")
+            hsel = _slow_selects(export, p, need, _h)
             for part in _lean_selects(p, hsel, export.tables, hashed=True):
                 rows.append(f"SELECT * FROM ({part}) WHERE message_id IS NULL OR message_id IN "
-                            f"(SELECT message_id FROM cmdseg_plan_hash_ids)")
+                            f"(SELECT message_id FROM {_h})")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {slow} AS
             SELECT * EXCLUDE (_dup) FROM (
                 SELECT *, row_number() OVER (PARTITION BY type, message_id
                                              ORDER BY received_at DESC NULLS LAST, event_hash) AS _dup
                 FROM ({_union(rows)}))
             WHERE _dup = 1 OR message_id IS NULL""")
-        ev = f"({events_sql(p, lean, sp, slow)})"
-        # 3. the order key: a user's events sharing one event time are ranked among themselves
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {ties} AS SELECT uid, event_time FROM {ev} "
-                    f"WHERE uid IS NOT NULL GROUP BY ALL HAVING count(*) > 1")
-        kev = f"({keyed_sql(ev, ties)})"
+        def ev(tis=None) -> str:
+            part = _union(_lean_selects(p, selects, export.tables, only=tis))
+            return f"({events_sql(p, part, sp, slow, only=tis)})"
+
+        # 3. the order key: a user's events sharing one event time are ranked among themselves,
+        #    once over all tables, so that keys compare across the queries below
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ranks} AS {tie_ranks_sql(ev(), ties)}")
+        if (con.execute(f"SELECT max(rnk) FROM {ranks}").fetchall()[0][0] or 0) >= 1024:
+            raise Unplannable("more than 1023 events of one user at one instant")
+
+        def kev(tis) -> str:
+            return f"({keyed_sql(ev(tis), ranks)})"
+
         q = aggregate_sql(p, kev)
         # 4. aggregate per user and column, then unpivot the aggregated rows only
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS {q['static']}")
-        counts = con.execute(f"SELECT {', '.join(f'sum({ident(c)})' for c in _count_columns(p))} "
-                             f"FROM {agg}").fetchall()[0]
-        dyn_names: set = set()
-        contested = []
-        if q["dynamic"]:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {dyn} AS {q['dynamic']}")
-            dyn_names = {r[0] for r in con.execute(f"SELECT DISTINCT property FROM {dyn}").fetchall()}
-            contested.append(f"SELECT * FROM {dyn}")
-        seen: dict[str, int] = {}
-        for prop, _sql in q["unpivot"]:
-            seen[prop] = seen.get(prop, 0) + 1
+        names, counts = [], []
+        contested, dyn_names = [], set()
+        for mi, sql, cnt in q["dynamic"]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {dyn}_{mi} AS {sql}")
+            if cnt:
+                names += cnt
+                counts += con.execute(f"SELECT {', '.join(f'sum({ident(c)})' for c in cnt)} "
+                                      f"FROM {dyn}_{mi}").fetchall()[0]
+            dyn_names |= {r[0] for r in con.execute(
+                f"SELECT DISTINCT property FROM {dyn}_{mi} WHERE property IS NOT NULL").fetchall()}
+            contested.append(f"""
+                SELECT uid, property, k, {mi} AS mapping_index, 3 AS rule_rank,
+                       'user_property_event' AS rule, CAST('true' AS JSON) AS value,
+                       {_k_time('k')} AS event_time, message_id
+                FROM {dyn}_{mi} WHERE property IS NOT NULL""")
         direct = []
-        for prop, sql in q["unpivot"]:
-            sql = sql.replace("FROM agg", f"FROM {agg}")
-            (direct if seen[prop] == 1 and prop not in dyn_names else contested).append(sql)
+        if q["static"]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS {q['static']}")
+            if q["static_counts"]:
+                names += q["static_counts"]
+                counts += con.execute(f"SELECT {', '.join(f'sum({ident(c)})' for c in q['static_counts'])} "
+                                      f"FROM {agg}").fetchall()[0]
+            seen: dict[str, int] = {}
+            for prop, _sql in q["unpivot"]:
+                seen[prop] = seen.get(prop, 0) + 1
+            for prop, sql in q["unpivot"]:
+                sql = sql.replace("FROM agg", f"FROM {agg}")
+                (direct if seen[prop] == 1 and prop not in dyn_names else contested).append(sql)
         df = con.execute(winners_sql(p, direct, contested)).df() if direct or contested else empty
+        counts = list(zip(names, counts))
     return df, counts
-
-
-def _count_columns(p: Plan) -> list[str]:
-    used = sorted({tm.mi for tp in p.tables for tm in tp.mappings})
-    return [f"{c}_{mi}" for mi in used for c in ("n", "nu", "ne", "ni")]
