@@ -450,3 +450,73 @@ def test_derived_ids_match_the_public_derivation():
                              option=orjson.OPT_SORT_KEYS)
     assert p.message_ids[0] == derive_message_id(canonical)
     assert p.message_ids[1] == derive_message_id(canonical, occurrence=1)
+
+
+# -- the column-wise fast path makes the same bytes as the general path -------------------------
+def prepare_both(df, **kw):
+    from cmdseg_nb import _messages as m
+
+    fast = prepare(df, **kw)
+    original = m.Preparer.__init__
+
+    def slow_init(self, *a, **k):
+        original(self, *a, **k)
+        self.fast = False
+
+    m.Preparer.__init__ = slow_init
+    try:
+        slow = prepare(df, **kw)
+    finally:
+        m.Preparer.__init__ = original
+    return fast, slow
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.one_of(st.none(), text), st.one_of(st.none(), text), text,
+            st.one_of(st.none(), st.floats(allow_infinity=False)),
+            st.one_of(st.none(), st.integers(-(2**70), 2**70)),
+            st.one_of(st.none(), st.booleans()), st.one_of(st.none(), text),
+            st.one_of(st.none(), st.datetimes(timezones=st.just(dt.timezone.utc))),
+        ),
+        min_size=1, max_size=6,
+    ),
+    names=st.permutations(["amount", "b", "Zeta", "é", "n"]),
+)
+def test_fast_path_bytes_equal_general_path(data, names):
+    cols = list(zip(*data))
+    df = pd.DataFrame(
+        {"user_id": pd.Series(cols[0], dtype=object), "anonymous_id": pd.Series(cols[1], dtype=object),
+         "event": pd.Series(cols[2], dtype=object),
+         names[0]: pd.Series(cols[3], dtype=object), names[1]: pd.Series(cols[4], dtype=object),
+         names[2]: pd.Series(cols[5], dtype=object), names[3]: pd.Series(cols[6], dtype=object),
+         "timestamp": pd.Series(cols[7], dtype=object), names[4]: [1.5] * len(data)}
+    )
+    fast, slow = prepare_both(df)
+    assert fast.bodies == slow.bodies and fast.message_ids == slow.message_ids
+    assert [(e.row, e.column) for e in fast.errors] == [(e.row, e.column) for e in slow.errors]
+
+
+def test_fast_path_is_taken_for_plain_tracks(monkeypatch):
+    from cmdseg_nb import _messages as m
+
+    calls = []
+    real = m.track_canonicals
+
+    def spy(*a):
+        out = real(*a)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(m, "track_canonicals", spy)
+    df = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "event": ["E", "E", "F"],
+                       "a": [1.0, 3.0, 2.5], "b": ['q"uote', "ü", None],
+                       "c": [None, 7, 2**70]})
+    fast, slow = prepare_both(df)
+    assert calls[0] is True
+    assert fast.bodies == slow.bodies and len(set(fast.message_ids)) == 3
