@@ -160,7 +160,8 @@ class LocalSegment:
 
     Notes
     -----
-    Like Segment it checks HTTP Basic auth (``base64(writeKey + ":")``, or a ``writeKey`` in
+    Batch-level ``context``/``integrations`` are merged into each stored message, as Segment
+    does. Like Segment it checks HTTP Basic auth (``base64(writeKey + ":")``, or a ``writeKey`` in
     the body), accepts ``Content-Encoding: gzip``, answers ``{"success": true}`` on 200 and 400
     for invalid JSON, a body over 500,000 bytes uncompressed, more than 2,500 messages, a
     message over 32,768 bytes (measured as compact JSON re-serialized here, which matches
@@ -387,6 +388,13 @@ class LocalSegment:
                 raise _Rejected(400, f"batch[{i}]: invalid type {msg.get('type')!r}")
             if not msg.get("userId") and not msg.get("anonymousId"):
                 raise _Rejected(400, f"batch[{i}]: userId or anonymousId is required")
+        # Like Segment, batch-level context/integrations merge into every message (the
+        # message's own keys win).
+        shared = {k: data[k] for k in ("context", "integrations")
+                  if path == "/v1/batch" and isinstance(data.get(k), dict)}
+        if shared:
+            batch = [{**msg, **{k: {**v, **(msg.get(k) or {})} for k, v in shared.items()}}
+                     for msg in batch]
         return batch
 
     def _wait(self, seconds: float) -> None:

@@ -212,3 +212,13 @@ def test_runs_in_its_own_process():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_batch_level_integrations_and_context_merge_into_messages(seg):
+    own = track(1, integrations={"Amplitude": True})
+    post(seg, {"batch": [track(0), own], "integrations": {"All": False, "Webhooks": True},
+               "context": {"source": "backfill"}})
+    first, second = seg.messages
+    assert first["integrations"] == {"All": False, "Webhooks": True}
+    assert second["integrations"] == {"All": False, "Webhooks": True, "Amplitude": True}
+    assert first["context"] == {"source": "backfill"}
