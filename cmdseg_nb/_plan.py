@@ -454,11 +454,18 @@ def tie_ranks_sql(ev: str, ties: str) -> str:
         FROM {ev} AS e WHERE EXISTS (SELECT 1 FROM {ties} AS x WHERE {on})"""
 
 
+def _mid(enc: str) -> str:
+    """The message id held in an encoded ``mid`` (see :func:`keyed_sql`)."""
+    return f"CASE WHEN starts_with({enc}, '1') THEN substr({enc}, 2) END"
+
+
 def keyed_sql(ev: str, ranks: str) -> str:
     """``ev`` plus ``k`` BIGINT, the order key (``ranks`` from :func:`tie_ranks_sql`)."""
     on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM e.{c}" for c in _KEY_COLS)
-    return (f"SELECT e.*, {_K_TIME.replace('event_time', 'e.event_time')} + COALESCE(r.rnk, 0) AS k "
-            f"FROM {ev} AS e "
+    # mid: the message id made non-NULL ('1' + id, or '0'), for arg_max (DuckDB's arg_max_null
+    # loses a NULL argument when partial aggregates are combined)
+    return (f"SELECT e.*, {_K_TIME.replace('event_time', 'e.event_time')} + COALESCE(r.rnk, 0) AS k, "
+            f"COALESCE('1' || e.message_id, '0') AS mid FROM {ev} AS e "
             f"LEFT JOIN {ranks} AS r ON {on}")
 
 
@@ -534,11 +541,11 @@ def aggregate_sql(p: Plan, kev) -> dict:
             kc = f"CASE WHEN {cond} THEN k END"  # rows with a NULL key are skipped
             if src.kind != "lit":
                 aggs.append(f"arg_max_null({_cell(src)}, {kc}) AS {a}")
-            aggs.append(f"arg_max_null(message_id, {kc}) AS {am}, max({kc}) AS {ak}")
+            aggs.append(f"arg_max(mid, {kc}) AS {am}, max({kc}) AS {ak}")
             unpivot.append((prop, f"""
                 SELECT uid, {sql_str(prop)} AS property, {ak} AS k, {mi} AS mapping_index,
                        {rank} AS rule_rank, {sql_str(rule)} AS rule, {_to_json(src, a)} AS value,
-                       {_k_time(ak)} AS event_time, {am} AS message_id
+                       {_k_time(ak)} AS event_time, {_mid(am)} AS message_id
                 FROM agg WHERE {ak} IS NOT NULL"""))
         ev_tms = [(ti, tm) for ti, tm in tms if tm.event_src.kind != "absent"]
         if ev_tms:
@@ -555,7 +562,7 @@ def aggregate_sql(p: Plan, kev) -> dict:
             dyn.append((mi, f"""
                 SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
                        max(CASE WHEN {cond} THEN k END) AS k,
-                       arg_max_null(message_id, CASE WHEN {cond} THEN k END) AS message_id
+                       arg_max(mid, CASE WHEN {cond} THEN k END) AS mid
                        {''.join(', ' + c for c in cnt)}
                 FROM {kev(tis)} GROUP BY ALL""", [c.rsplit(' AS ', 1)[1].strip('"') for c in cnt]))
     static = None
@@ -582,14 +589,18 @@ def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
                    event_time AS updated_at, message_id, rule, {names} AS mapping
             FROM ({" UNION ALL ".join(direct)})""")
     if contested:
+        # a struct argument: arg_max skips a row whose argument is NULL (a NULL message id)
         parts.append(f"""
-            SELECT uid AS user_id, property, CAST(arg_max(value, w) AS VARCHAR) AS value,
-                   {_receiver.value_type_sql('json_type(arg_max(value, w))')} AS value_type,
-                   arg_max(event_time, w) AS updated_at, arg_max(message_id, w) AS message_id,
-                   arg_max(rule, w) AS rule, arg_max({names}, w) AS mapping
-            FROM (SELECT *, struct_pack(k := k, mi := mapping_index, rr := rule_rank) AS w
-                  FROM ({" UNION ALL ".join(contested)}))
-            GROUP BY uid, property""")
+            SELECT uid AS user_id, property, CAST(x.value AS VARCHAR) AS value,
+                   {_receiver.value_type_sql('json_type(x.value)')} AS value_type,
+                   x.event_time AS updated_at, x.message_id, x.rule,
+                   {names.replace('mapping_index', 'x.mapping_index')} AS mapping
+            FROM (SELECT uid, property, arg_max(struct_pack(value := value, event_time := event_time,
+                                                            message_id := message_id, rule := rule,
+                                                            mapping_index := mapping_index), w) AS x
+                  FROM (SELECT *, struct_pack(k := k, mi := mapping_index, rr := rule_rank) AS w
+                        FROM ({" UNION ALL ".join(contested)}))
+                  GROUP BY uid, property)""")
     return " UNION ALL ".join(f"({x})" for x in parts) + " ORDER BY user_id, property"
 
 
@@ -696,9 +707,10 @@ def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
             f"{ident('c' + str(i))} := {ident(r[0])}"
             for i, r in enumerate(con.execute(f"DESCRIBE {sr}").fetchall())) + ")"
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {_h} AS
-            SELECT message_id FROM {sr} GROUP BY type, message_id, received_at
+            SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY type, message_id, received_at
             HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
-            UNION SELECT message_id FROM {sr} GROUP BY message_id HAVING count(DISTINCT type) > 1""")
+            UNION SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY message_id
+            HAVING count(DISTINCT type) > 1""")
         hashed = con.execute(f"SELECT DISTINCT _t FROM {sr} WHERE message_id IS NULL OR "
                              f"message_id IN (SELECT message_id FROM {_h})").fetchall()
         need = sorted(p.tables[r[0]].name for r in hashed)
@@ -743,7 +755,7 @@ def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
             contested.append(f"""
                 SELECT uid, property, k, {mi} AS mapping_index, 3 AS rule_rank,
                        'user_property_event' AS rule, CAST('true' AS JSON) AS value,
-                       {_k_time('k')} AS event_time, message_id
+                       {_k_time('k')} AS event_time, {_mid('mid')} AS message_id
                 FROM {dyn}_{mi} WHERE property IS NOT NULL""")
         direct = []
         if q["static"]:

@@ -1,0 +1,233 @@
+"""The planned path (per user and column aggregation over warehouse columns) gives exactly the
+generic path's long table: same rows, values, value types, times, message ids, rules, mappings,
+and the same skipped/objects counts, including duplicates, ties and collisions."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cmdseg_nb import load_export, user_properties
+from cmdseg_nb._plan import Unplannable, plan
+from cmdseg_nb._properties import PlanError, _config
+
+ROOT = Path(__file__).resolve().parent.parent
+RUDDER = ROOT / "data" / "rudderstack_tutorial"
+EXAMPLE = ROOT / "data" / "example_mapping.json"
+
+CUSTOM = [
+    {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
+    {"name": "Plan", "trigger": 'type = "track" and event = "Plan Changed"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property.plan": {"@path": "$.properties.plan"},
+              "user_property.amount": {"@path": "$.properties.amount"},
+              "user_property.seen": True}},
+    {"name": "Events", "trigger": 'type = "track"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property_event": {"@path": "$.event"}}},
+]
+
+
+def same(export, config, **kw) -> pd.DataFrame:
+    planned = user_properties(export, config, engine="plan", **kw)
+    generic = user_properties(export, config, engine="generic", **kw)
+    pd.testing.assert_frame_equal(planned, generic)
+    assert planned.attrs == generic.attrs
+    return planned
+
+
+@pytest.mark.parametrize("config", [None, EXAMPLE, CUSTOM], ids=["default", "example", "custom"])
+def test_rudderstack_planned_equals_generic(config):
+    export = load_export(RUDDER)
+    first = user_properties(export, config, engine="plan")
+    assert not export.materialized  # the planned path never rebuilt the events as JSON
+    assert len(first) > 0
+    same(export, config)
+
+
+def test_planned_is_what_auto_uses_and_null_clears_false():
+    export = load_export(RUDDER)
+    auto = user_properties(export)
+    assert not export.materialized
+    pd.testing.assert_frame_equal(auto, user_properties(export, engine="generic"))
+    same(export, CUSTOM, null_clears=False)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("gen")
+    generate.generate(3000, out, seed=3, formats=("parquet",), chunk=1500, n_users=60)
+    return out / "warehouse"
+
+
+@pytest.mark.parametrize("config", [None, CUSTOM], ids=["default", "custom"])
+def test_generated_planned_equals_generic(generated, config):
+    export = load_export(generated)
+    long = same(export, config)
+    # the data has what the test is about: duplicates, copies tied on receivedAt, and one user's
+    # events sharing a timestamp
+    assert export.report.duplicates_removed > 0
+    assert long["user_id"].nunique() > 30
+    if config is CUSTOM:
+        assert {"traits", "user_property", "user_property_event"} <= set(long["rule"])
+
+
+# --- crafted tables: duplicates, ties, collisions, NULL ids and times, odd values ---------------
+
+def _write(folder: Path, name: str, rows: list[dict], schema: pa.Schema) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    pq.write_table(pa.table(cols, schema=schema), folder / f"{name}.parquet")
+
+
+TS = pa.timestamp("us", tz="UTC")
+ID_SCHEMA = pa.schema([("id", pa.string()), ("user_id", pa.string()), ("anonymous_id", pa.string()),
+                       ("timestamp", TS), ("original_timestamp", TS), ("received_at", TS),
+                       ("plan", pa.string()), ("seats", pa.int64()), ("mrr", pa.float64()),
+                       ("admin", pa.bool_()), ("tags", pa.string()), ("context_ip", pa.string())])
+TR_SCHEMA = pa.schema([("id", pa.string()), ("user_id", pa.string()), ("anonymous_id", pa.string()),
+                       ("timestamp", TS), ("original_timestamp", TS), ("received_at", TS),
+                       ("event", pa.string()), ("event_text", pa.string())])
+PE_SCHEMA = pa.schema(list(TR_SCHEMA) + [("plan", pa.string()), ("amount", pa.float64())])
+
+
+def _random_export(folder: Path, seed: int) -> Path:
+    rnd = random.Random(seed)
+    import datetime as dt
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    users = ["u1", "u2", "u3", " ", "", None, "ü-5"]
+
+    def t(n):  # few distinct instants: many ties
+        return None if rnd.random() < 0.05 else base + dt.timedelta(seconds=n)
+
+    def common(i):
+        return {"id": None if rnd.random() < 0.04 else f"m{rnd.randrange(0, 40)}",  # many collisions
+                "user_id": rnd.choice(users), "anonymous_id": f"a{i % 3}",
+                "timestamp": t(rnd.randrange(5)), "original_timestamp": t(rnd.randrange(3)),
+                "received_at": t(rnd.randrange(4))}
+
+    idents, tracks, plan_changed, signed_up = [], [], [], []
+    for i in range(60):
+        r = common(i)
+        r.update(plan=rnd.choice(["free", "pro", None, ""]), seats=rnd.choice([1, 2, None]),
+                 mrr=rnd.choice([1.5, float("nan"), None, 2.0]), admin=rnd.choice([True, False, None]),
+                 tags=rnd.choice(['["a","b"]', '{"x": 1}', "[not json", None]),
+                 context_ip=rnd.choice(["1.1.1.1", "2.2.2.2"]))
+        idents.append(r)
+        if rnd.random() < 0.2:  # an exact or near copy, same or later receivedAt
+            c = dict(r)
+            if rnd.random() < 0.5:
+                c["context_ip"] = "9.9.9.9"
+            if rnd.random() < 0.5:
+                c["plan"] = "copy"
+            idents.append(c)
+    for i in range(80):
+        r = common(i)
+        name = rnd.choice(["Plan Changed", "Signed Up", ""])
+        r.update(event=name.lower().replace(" ", "_"), event_text=name)
+        if name == "Plan Changed":
+            plan_changed.append(dict(r, plan=rnd.choice(["pro", None]), amount=rnd.choice([3.0, None])))
+        elif name == "Signed Up":
+            signed_up.append(dict(r))
+        if rnd.random() < 0.9:
+            tracks.append({k: r[k] for k in TR_SCHEMA.names})
+        else:  # a tracks row written with another id (matched by event, user and time)
+            tracks.append(dict({k: r[k] for k in TR_SCHEMA.names}, id=f"other{i}"))
+    rnd.shuffle(idents)
+    _write(folder, "identifies", idents, ID_SCHEMA)
+    _write(folder, "tracks", tracks, TR_SCHEMA)
+    _write(folder, "plan_changed", plan_changed, PE_SCHEMA)
+    _write(folder, "signed_up", signed_up, TR_SCHEMA)
+    return folder
+
+
+EDGE = [
+    {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
+    {"name": "Copies", "trigger": 'type = "identify"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property.plan": {"@path": "$.traits.plan"},
+              "user_property.cleared": None, "user_property.": "x",
+              "user_property.tier": {"@if": {"exists": {"@path": "$.traits.seats"},
+                                             "then": {"@path": "$.traits.mrr"}, "else": "none"}}}},
+    {"name": "Plan", "trigger": 'event = "Plan Changed"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property.plan": {"@path": "$.properties.plan"},
+              "user_property_event": {"@path": "$.event"}, "other": {"@path": "$.anonymousId"}}},
+    {"name": "Events", "trigger": 'type = "track" or type = "page"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property_event": {"@path": "$.event"},
+              "user_property.last_event": {"@path": "$.event"}}},
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("config", [None, EDGE, CUSTOM], ids=["default", "edge", "custom"])
+def test_random_duplicates_ties_collisions(tmp_path, seed, config):
+    export = load_export(_random_export(tmp_path / "wh", seed))
+    long = same(export, config)
+    same(export, config, null_clears=False)
+    if config is EDGE:
+        assert long.attrs["skipped"]["no_user_id"] > 0
+        assert long.attrs["skipped"]["empty_user_property_name"] > 0
+        assert long.attrs["skipped"]["invalid_user_property_event"] > 0  # event_text ""
+    assert export.report.duplicates_removed > 0
+
+
+@pytest.mark.parametrize("data", [
+    {"userId": {"@path": "$.userId"}, "user_property.x": {"@template": "{{event}}"}},
+    {"userId": {"@path": "$.userId"}, "user_property.x": {"@path": "$.context.ip"}},
+    {"userId": {"@if": {"exists": {"@path": "$.traits.email"}, "then": {"@path": "$.traits.email"}}},
+     "user_property.x": 1},
+])
+def test_unplannable_falls_back(data):
+    export = load_export(RUDDER)
+    cfg = [{"name": "m", "trigger": 'type = "identify"', "data": data}]
+    with pytest.raises(Unplannable):
+        plan(export, _config(cfg))
+    with pytest.raises(PlanError):
+        user_properties(export, cfg, engine="plan")
+    pd.testing.assert_frame_equal(user_properties(export, cfg),
+                                  user_properties(export, cfg, engine="generic"))
+
+
+def test_trigger_on_properties_is_not_planned_but_auto_answers():
+    export = load_export(RUDDER)
+    cfg = [{"name": "m", "trigger": "properties.total > 10",
+            "data": {"userId": {"@path": "$.userId"}, "user_property.big": True}}]
+    with pytest.raises(Unplannable):
+        plan(export, _config(cfg))
+    long = user_properties(export, cfg)
+    assert set(long["property"]) == {"big"}
+
+
+def test_raw_events_are_not_planned(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_text(json.dumps({"type": "identify", "userId": "u", "messageId": "m1",
+                                "traits": {"a": 1}, "timestamp": "2024-01-01T00:00:00Z"}) + "\n")
+    export = load_export(path)
+    with pytest.raises(PlanError):
+        user_properties(export, engine="plan")
+    assert user_properties(export)["value"].tolist() == ["1"]
+
+
+def test_memory_limit_and_temp_directory_reach_the_planned_queries(tmp_path):
+    export = load_export(RUDDER, memory_limit="300MB", temp_directory=str(tmp_path / "spill"))
+    got = dict(export.con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'temp_directory')"
+    ).fetchall())
+    assert got["memory_limit"].replace(" ", "").startswith(("286.1MiB", "300.0MB", "286MiB"))
+    assert got["temp_directory"] == str(tmp_path / "spill")
+    same(export, CUSTOM)
+
+
+def test_the_planned_path_leaves_no_temporary_tables():
+    export = load_export(RUDDER)
+    before = export.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+    user_properties(export, CUSTOM)
+    assert export.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall() == before
