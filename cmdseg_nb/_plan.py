@@ -241,6 +241,8 @@ def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
             raise Unplannable("trigger on both event and name")
         if (col == "event" and ttype != "track") or (col == "name" and ttype not in ("page", "screen")):
             return "TRUE" if fql_matches(ast, {"type": ttype}) else None
+        if con is None:  # no data to look at (to_sql): compile the conditions on the column
+            return _static_trigger(ast, ttype, col)
         values = [r[0] for r in con.execute(
             f"SELECT DISTINCT {col} FROM ({select_sql}) LIMIT 10001").fetchall()]
         if len(values) > 10000:
@@ -264,6 +266,27 @@ def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
     raise Unplannable("trigger on fields other than type, event, name")
 
 
+def _static_trigger(node: dict, ttype: str, col: str) -> str:
+    """Portable SQL of a trigger over ``type`` (static per table) and one text column."""
+    from ._fql import fql_matches, js_string
+    if node.get("type") == "group":
+        kids = [_static_trigger(c, ttype, col) for c in node["children"]]
+        op = {"and": " AND ", "or": " OR "}.get(node["operator"])
+        return "(" + op.join(kids) + ")" if op else "FALSE"
+    if node["type"] == "event-type":
+        return "TRUE" if fql_matches({"type": "group", "operator": "and", "children": [node]},
+                                     {"type": ttype}) else "FALSE"
+    op, c = node["operator"], ident(col)
+    if op in ("=", "!="):
+        eq = f"COALESCE({c} = {sql_str(js_string(node.get('value')))}, FALSE)"
+        return eq if op == "=" else f"NOT {eq}"
+    if op == "exists":
+        return f"{c} IS NOT NULL"
+    if op == "not_exists":
+        return f"{c} IS NULL"
+    raise Unplannable(f"trigger operator {op!r} in SQL for a warehouse")
+
+
 def plan(export, config, *, null_clears: bool = True) -> Plan:
     """Resolve ``config`` against the warehouse tables of ``export``.
 
@@ -278,7 +301,8 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
     tables = [t for t in export.tables if t.event_type is not None]
     if not tables:
         raise Unplannable("no event tables")
-    selects = dict(table_selects(tables, lean=True))
+    selects = (dict(table_selects(tables, lean=True)) if export.con is not None
+               else {t.name: "" for t in tables})
     out: list[TablePlan] = []
     for t in tables:
         if t.name not in selects:
