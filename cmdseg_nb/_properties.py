@@ -132,7 +132,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
         column and unpivots only the aggregated rows (``_plan``); it handles warehouse tables
         with mappings made of ``@path``/literal keys (``userId``, ``traits``,
         ``user_property.*``, ``user_property_event``), the whole-event data, and triggers on
-        ``type``/``event``/``name``, and raises :class:`PlanError` otherwise. ``"generic"``
+        ``type``/``event``/``name``; for raw events (NDJSON) it parses each line once
+        (``_plan_raw``) when every mapping names the user by ``$.userId`` and uses
+        ``@path``/``@if``/``@case``/``@replace``/literals; it raises :class:`PlanError`
+        otherwise. ``"generic"``
         rebuilds every event as JSON (any mapping-kit directive, any trigger, raw events).
         ``"auto"`` uses the plan when it applies, else the generic path. Both give the same
         table; the memory limit and spill folder are the Export connection's
@@ -173,11 +176,15 @@ def user_properties(export, config=None, *, null_clears: bool = True,
         from ._load import Export
         if not isinstance(export, Export):
             raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
-        try:
-            return _plan.run(export, cfg, null_clears=null_clears)
-        except _plan.Unplannable as exc:
-            if engine == "plan":
-                raise PlanError(f"this mapping needs the generic path: {exc}") from None
+        from . import _plan_raw
+        reasons = []
+        for runner in (_plan.run, _plan_raw.run):
+            try:
+                return runner(export, cfg, null_clears=null_clears)
+            except _plan.Unplannable as exc:
+                reasons.append(str(exc))
+        if engine == "plan":
+            raise PlanError(f"this mapping needs the generic path: {'; '.join(reasons)}")
     con, events = _events_of(export)
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears)

@@ -206,14 +206,83 @@ def test_trigger_on_properties_is_not_planned_but_auto_answers():
     assert set(long["property"]) == {"big"}
 
 
-def test_raw_events_are_not_planned(tmp_path):
-    path = tmp_path / "events.ndjson"
-    path.write_text(json.dumps({"type": "identify", "userId": "u", "messageId": "m1",
-                                "traits": {"a": 1}, "timestamp": "2024-01-01T00:00:00Z"}) + "\n")
-    export = load_export(path)
+def _random_raw(path: Path, seed: int) -> Path:
+    rnd = random.Random(seed)
+    times = [None, "2024-01-01T00:00:00Z", "2024-01-01T00:00:01.5Z", "2024-01-01T02:00:00+02:00",
+             "2024-01-02T00:00:00Z", "not a time"]
+    lines = []
+    for i in range(120):
+        e = {"type": rnd.choice(["identify", "track", "page", "identify"]),
+             "messageId": rnd.choice([None, f"m{rnd.randrange(50)}", 7]),
+             "userId": rnd.choice(["u1", "u2", 1011, 1011.0, " ", "", None, "ü 3"]),
+             "timestamp": rnd.choice(times), "receivedAt": rnd.choice(times[:4]),
+             "originalTimestamp": rnd.choice(times)}
+        e = {k: v for k, v in e.items() if v is not None or rnd.random() < 0.3}
+        if e["type"] == "identify":
+            e["traits"] = rnd.choice([{"plan": rnd.choice(["pro", None, 3, [1, 2], {"a": {"b": 1}}]),
+                                       "favorite color": "red", "café": rnd.random() < 0.5},
+                                      "not an object", {}])
+            if rnd.random() < 0.2:
+                e["user_property.tier"] = rnd.choice(["gold", None])
+            if rnd.random() < 0.1:
+                e["user_property."] = 1
+            if rnd.random() < 0.2:
+                e["user_property_event"] = rnd.choice(["Signed Up", "", 5])
+        elif e["type"] == "track":
+            e["event"] = rnd.choice(["Plan Changed", "Signed Up", "", None])
+            e["properties"] = {"plan": rnd.choice(["pro", None, 1.5]), "amount": 3}
+        lines.append(e)
+        if rnd.random() < 0.25:  # a copy: same id, maybe same receivedAt, maybe other content
+            c = dict(e)
+            if rnd.random() < 0.5:
+                c["context"] = {"ip": "9.9.9.9"}
+            if rnd.random() < 0.5 and e["type"] == "identify":
+                c["traits"] = {"plan": "copy"}
+            lines.append(c)
+    rnd.shuffle(lines)
+    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+RAW_CUSTOM = [
+    {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
+    {"name": "Plan", "trigger": 'event = "Plan Changed"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property.plan": {"@path": "$.properties.plan"},
+              "user_property.": 1, "user_property_event": {"@path": "$.event"},
+              "user_property.tier": {"@if": {"exists": {"@path": "$.traits.plan"},
+                                             "then": {"@path": "$.traits.plan"}, "else": "none"}}}},
+    {"name": "Events", "trigger": 'type = "track" or type = "identify"',
+     "data": {"userId": {"@path": "$.userId"}, "user_property_event": {"@path": "$.event"}}},
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("config", [None, RAW_CUSTOM, CUSTOM], ids=["default", "raw-custom", "custom"])
+def test_raw_events_planned_equals_generic(tmp_path, seed, config):
+    export = load_export(_random_raw(tmp_path / "events.ndjson", seed))
+    long = same(export, config)
+    assert not export.materialized or True
+    same(export, config, null_clears=False)
+    assert export.report.duplicates_removed > 0
+    if config is None:
+        assert len(long) > 0
+
+
+def test_raw_planned_path_reads_the_files_once_without_materializing(tmp_path):
+    export = load_export(ROOT / "data" / "segment_spec_examples")
+    user_properties(export, EXAMPLE, engine="plan")
+    assert not export.materialized
+    same(export, EXAMPLE)
+
+
+def test_raw_mapping_naming_the_user_otherwise_is_generic(tmp_path):
+    export = load_export(_random_raw(tmp_path / "events.ndjson", 0))
+    cfg = [{"name": "m", "trigger": 'type = "identify"',
+            "data": {"userId": {"@path": "$.anonymousId"}, "user_property.x": 1}}]
     with pytest.raises(PlanError):
-        user_properties(export, engine="plan")
-    assert user_properties(export)["value"].tolist() == ["1"]
+        user_properties(export, cfg, engine="plan")
+    pd.testing.assert_frame_equal(user_properties(export, cfg),
+                                  user_properties(export, cfg, engine="generic"))
 
 
 def test_memory_limit_and_temp_directory_reach_the_planned_queries(tmp_path):
