@@ -74,6 +74,11 @@ class LoadReport:
         duplicates of one event; all are kept. Segment's live pipeline would keep only one.
     rows_without_user_id : int
         Events whose ``userId`` is missing, null, empty or whitespace (receiver rule 1).
+    rejected_rows : dict[str, int]
+        Per table or file, rows (lines) that could not be read and were skipped: ragged CSV
+        rows, lines that are not JSON. The other rows still load.
+    rejected_examples : list[tuple[str, str, int, str]]
+        The first skipped rows: ``(table, file, line number, reason)``.
     track_twins : dict[str, int]
         ``tracks`` rows dropped because their per-event table holds the same event with its
         properties: ``by_id`` (same ``id``, Segment's layout) and ``by_event_user_time`` (same
@@ -92,9 +97,17 @@ class LoadReport:
     rows_without_user_id: int = 0
     message_id_collisions: int = 0
     track_twins: dict[str, int] = dataclasses.field(default_factory=dict)
+    rejected_rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    rejected_examples: list[tuple[str, str, int, str]] = dataclasses.field(default_factory=list)
     ignored_tables: dict[str, str] = dataclasses.field(default_factory=dict)
     unrestored_names: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    def add_rejected(self, table: str, path: str, line: int, reason: str) -> None:
+        """Count one skipped row, keeping the first 20 as examples."""
+        self.rejected_rows[table] = self.rejected_rows.get(table, 0) + 1
+        if len(self.rejected_examples) < 20:
+            self.rejected_examples.append((table, path, line, reason))
 
     def __str__(self) -> str:
         lines = [f"rows read: {sum(self.rows_read.values()):,} "
@@ -108,6 +121,10 @@ class LoadReport:
             lines.append(f"tracks rows replaced by their per-event table row: "
                          f"{self.track_twins.get('by_id', 0):,} by id, "
                          f"{self.track_twins.get('by_event_user_time', 0):,} by event+user+time")
+        for t, n in self.rejected_rows.items():
+            lines.append(f"SKIPPED {n:,} unreadable row(s) of {t}")
+        for t, path, line, reason in self.rejected_examples:
+            lines.append(f"  {os.path.basename(path)} line {line}: {reason}")
         for t, why in self.ignored_tables.items():
             lines.append(f"ignored table {t}: {why}")
         for t, names in self.unrestored_names.items():
@@ -301,8 +318,9 @@ def _looks_raw(path: str) -> bool:
     try:
         with opener(path, "rb") as fh:
             head = fh.read(65536)
-    except OSError as exc:
-        raise ExportError(f"cannot read {path!r}: {exc}", source=path) from exc
+    except (OSError, EOFError) as exc:
+        raise ExportError(f"cannot read {path!r}: {exc} (a truncated or corrupt file?)",
+                          source=path) from exc
     text = head.lstrip()
     if text.startswith(b"["):
         return True  # a JSON array of events
@@ -335,14 +353,61 @@ def _check_csv_header(src: _Source) -> None:
             seen[low] = name
 
 
+def _csv_options(path: str) -> str:
+    """Explicit dialect, so a ragged row is rejected instead of the sniffer falling back to one
+    column holding whole lines; types are sniffed over all rows (never a sample)."""
+    delim = "\\t" if path.lower().endswith(".tsv") else ","
+    return (f"header=true, delim='{delim}', quote='\"', escape='\"', sample_size=-1, "
+            f"ignore_errors=true")
+
+
 def _reader_sql(src: _Source) -> str:
     files = "[" + ", ".join(sql_str(p) for p in src.paths) + "]"
     if src.fmt == "csv":
-        return f"read_csv({files}, header=true, union_by_name=true, sample_size=-1)"
+        return f"read_csv({files}, union_by_name=true, {_csv_options(src.paths[0])})"
     if src.fmt == "parquet":
         return f"read_parquet({files}, union_by_name=true)"
     return (f"read_json({files}, format='newline_delimited', union_by_name=true, "
-            f"sample_size=-1)")
+            f"sample_size=-1, ignore_errors=true)")
+
+
+def _csv_rejects(con, src: _Source) -> list[tuple[str, int, str]]:
+    """Rows of a table's CSV files that could not be read: ``(file, line, reason)``, by line."""
+    out: list[tuple[str, int, str]] = []
+    for path in src.paths:
+        con.execute(f"SELECT count(*) FROM read_csv({sql_str(path)}, {_csv_options(path)}, "
+                    f"store_rejects=true, rejects_table='cmdseg_rejects', "
+                    f"rejects_scan='cmdseg_rejects_scan')").fetchall()
+        rows = con.execute(
+            "SELECT line, min(error_type || ': ' || error_message) "
+            "FROM cmdseg_rejects GROUP BY line ORDER BY line").fetchall()
+        out.extend((path, int(line), reason) for line, reason in rows)
+    return out
+
+
+def _bad_json_lines(path: str, limit: int = 10) -> tuple[list[int], int]:
+    """Line numbers (1-based) of lines that are not JSON, the first ``limit`` of them, and the
+    count. Only run when DuckDB reported unreadable lines, to name them."""
+    import gzip
+    import orjson
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    bad: list[int] = []
+    n = 0
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    n += 1
+                    if len(bad) < limit:
+                        bad.append(lineno)
+    except (OSError, EOFError) as exc:
+        raise ExportError(f"cannot read {path!r}: {exc} (a truncated or corrupt file?)",
+                          source=path) from exc
+    return bad, n
 
 
 def _ts(expr: str) -> str:
@@ -484,7 +549,25 @@ def _raw_select(src: _Source) -> str:
                {_ts(f"json_extract_string({j}, {json_path('originalTimestamp')})")} AS original_timestamp,
                {_ts(f"json_extract_string({j}, {json_path('receivedAt')})")} AS received_at,
                {j} AS event_json, {sql_str(src.name)} AS source
-        FROM read_json_objects({files}, format={sql_str(fmt)}) AS r"""
+        FROM read_json_objects({files}, format={sql_str(fmt)}, ignore_errors=true) AS r
+        WHERE r.json IS NOT NULL"""
+
+
+def _note_bad_json(con, name: str, path: str, report: "LoadReport", *, warehouse: bool) -> None:
+    """Count the lines DuckDB could not parse in one JSON file and name the first of them."""
+    with duckdb_errors(f"cannot read {path!r}", ExportError, source=name):
+        try:
+            n_bad = con.execute(
+                f"SELECT count(*) FILTER (WHERE json IS NULL) FROM read_json_objects("
+                f"{sql_str(path)}, format='auto', ignore_errors=true)").fetchall()[0][0]
+        except duckdb.IOException as exc:  # e.g. a truncated gzip stream
+            raise ExportError(f"cannot read {path!r}: {exc} (a truncated or corrupt file?)",
+                              source=name) from exc
+    if n_bad:
+        lines, _n = _bad_json_lines(path)
+        for line in lines:
+            report.add_rejected(name, path, line, "not valid JSON")
+        report.rejected_rows[name] = report.rejected_rows.get(name, 0) - len(lines) + int(n_bad)
 
 
 def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
@@ -551,6 +634,13 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
             n = con.execute(f"SELECT count(*) FROM {ident(view)}").fetchall()[0][0]
         if src.fmt == "csv":
             _check_csv_header(src)
+            with duckdb_errors(f"cannot read table {src.name!r} from {src.paths}", ExportError,
+                               source=src.name):
+                for path, line, reason in _csv_rejects(con, src):
+                    report.add_rejected(src.name, path, line, reason)
+        elif src.fmt == "json":
+            for path in src.paths:
+                _note_bad_json(con, src.name, path, report, warehouse=True)
         cols: dict[str, str] = {}
         types: dict[str, str] = {}
         for name, dtype, *_ in desc:
@@ -574,6 +664,7 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
                                              "events; properties are computed from identifies")
     selects = [sql for _name, sql in table_selects(tables, report=report)]
     for src in (s for s in sources if s.kind == "raw"):
+        _note_bad_json(con, src.name, src.paths[0], report, warehouse=False)
         with duckdb_errors(f"cannot read raw events from {src.paths[0]!r}", ExportError,
                            source=src.name):
             n = con.execute(f"SELECT count(*) FROM ({_raw_select(src)})").fetchall()[0][0]

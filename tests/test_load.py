@@ -175,3 +175,41 @@ def test_colliding_columns_after_case_folding_name_the_table(tmp_path):
 def _case(case_id: str) -> dict:
     from conftest import load_case
     return load_case(case_id)
+
+
+def test_ragged_csv_rows_are_skipped_counted_and_named(tmp_path):
+    (tmp_path / "identifies.csv").write_text(
+        "id,user_id,timestamp,email\n"
+        "m1,u1,2024-01-01T00:00:00Z,a@x.com\n"
+        "m2,u2,2024-01-02T00:00:00Z,b@x.com,extra\n"
+        "m3,u3,2024-01-03T00:00:00Z,c@x.com\n"
+        "m4,u4\n")
+    export = load_export(tmp_path)
+    r = export.report
+    assert [e["messageId"] for e in export.event_dicts()] == ["m1", "m3"]  # good rows still load
+    assert r.rejected_rows == {"identifies": 2}
+    assert [(t, Path(p).name, line) for t, p, line, _ in r.rejected_examples] == [
+        ("identifies", "identifies.csv", 3), ("identifies", "identifies.csv", 5)]
+    assert "TOO MANY COLUMNS" in r.rejected_examples[0][3]
+    assert "identifies.csv line 3" in str(r)
+
+
+def test_bad_json_lines_are_skipped_counted_and_named(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type":"identify","userId":"a","traits":{"x":1}}\n'
+                    '{"type":"identify","userId":"b"\n'
+                    '\n'
+                    '{"type":"identify","userId":"c"}\n'
+                    'not json\n')
+    export = load_export(path)
+    assert sorted(e["userId"] for e in export.event_dicts()) == ["a", "c"]
+    assert export.report.rejected_rows == {"events.ndjson": 2}
+    assert [line for *_x, line, _r in export.report.rejected_examples] == [2, 5]
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    good = gzip.compress(b'{"type":"identify","userId":"a"}\n' * 1000)
+    path = tmp_path / "part.json.gz"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ExportError, match="part.json.gz.*truncated or corrupt"):
+        load_export(path)
