@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import warnings
 import re
 import uuid
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ._errors import SendError
+from ._errors import CmdsegWarning, SendError
 from ._send import ENDPOINTS, SendResult, WriteKey, send
 
 __all__ = [
@@ -241,8 +242,9 @@ class Connection:
         return self._key.masked
 
     def __repr__(self) -> str:
+        mismatch = ", REGION MISMATCH" if self.check.region_matches is False else ""
         return (f"Connection(write_key={self._key.masked}, region={self.region!r}, "
-                f"endpoint={self.endpoint!r}, check={self.check.outcome!r})")
+                f"endpoint={self.endpoint!r}, check={self.check.outcome!r}{mismatch})")
 
     __str__ = __repr__
 
@@ -342,6 +344,12 @@ def connect(write_key: str | None = None, *, region: str = "us", endpoint: str |
     Connection
         Its repr shows the key masked (``wk_F…cdef``).
 
+    Warns
+    -----
+    CmdsegWarning
+        When the CDN does not know the key (404) or names another region than ``region``:
+        Segment would accept the events with HTTP 200 and drop them.
+
     Raises
     ------
     SendError
@@ -373,5 +381,9 @@ def connect(write_key: str | None = None, *, region: str = "us", endpoint: str |
     else:
         check = KeyCheck("not checked", None, None, None, None,
                          "not checked with Segment's settings CDN (verify=False)")
+    if check.warning:
+        # An unknown key or the wrong region loses every event without an error from
+        # Segment: say so where a notebook user sees it, not only in `check`.
+        warnings.warn(f"connect(): {check.message}", CmdsegWarning, stacklevel=2)
     return Connection(key, region=region, endpoint=base, check=check, notes=notes,
                       transport=transport)

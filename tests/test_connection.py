@@ -10,6 +10,8 @@ import orjson
 import pandas as pd
 import pytest
 
+from cmdseg_nb import CmdsegWarning
+
 from cmdseg_nb._connection import (
     CDN,
     TEST_EVENT_NAME,
@@ -123,16 +125,19 @@ def test_probe_known_key_same_region_against_local_segment():
 
 def test_probe_region_mismatch_is_a_warning_naming_both():
     with LocalSegment(KEY, region="eu") as seg:
-        conn = connect(KEY, region="us", endpoint=seg.url)
+        with pytest.warns(CmdsegWarning, match="wrong region"):
+            conn = connect(KEY, region="us", endpoint=seg.url)
     assert conn.check.outcome == "known" and conn.check.region_matches is False
     assert conn.check.warning
     assert "EU" in conn.check.message and "US" in conn.check.message
     assert "dropped without an error" in conn.check.message
+    assert "REGION MISMATCH" in repr(conn) and KEY not in repr(conn)
 
 
 def test_probe_unknown_key_is_404_and_not_an_error():
     with LocalSegment(KEY) as seg:
-        conn = connect("wk_FAKE_doesnotexist", endpoint=seg.url)
+        with pytest.warns(CmdsegWarning):
+            conn = connect("wk_FAKE_doesnotexist", endpoint=seg.url)
     assert conn.check.outcome == "unknown" and conn.check.http_status == 404
     assert conn.check.warning and "does not know this key" in conn.check.message
 
@@ -206,7 +211,8 @@ def test_b27_trimmed_key_header_and_same_wording_for_a_made_up_key():
 
 def test_test_event_rejected_and_offline():
     with LocalSegment(KEY) as seg:
-        rejected = connect("wk_FAKE_doesnotexist", endpoint=seg.url).send_test_event()
+        with pytest.warns(CmdsegWarning):
+            rejected = connect("wk_FAKE_doesnotexist", endpoint=seg.url).send_test_event()
     assert rejected.outcome == "rejected" and rejected.http_status == 401
     assert rejected.text.startswith("rejected (HTTP 401)")
     offline = connect(KEY, endpoint=closed_port_url(), verify=False).send_test_event(timeout=1)

@@ -1,10 +1,13 @@
 """Connect panel (write key, region, endpoint) and Test event panel."""
 from __future__ import annotations
 
+import warnings
+
 import ipywidgets as W
 
 from .._connection import TEST_EVENT_NAME, Connection, TestEventResult
 from .._connection import connect as _connect
+from .._errors import CmdsegWarning
 from ._common import Panel, Status, title
 
 __all__ = ["ConnectPanel", "TestEventPanel", "connect", "test_event"]
@@ -61,9 +64,13 @@ class ConnectPanel(Panel):
                 return self.connection
             self.status.show("info", "Connecting…")
             self.connection = None
-            conn = _connect(raw, region=self.region.value,
-                            endpoint=self.endpoint.value.strip() or None, verify=self._verify,
-                            timeout=self._timeout, transport=self._transport)
+            with warnings.catch_warnings():
+                # the panel shows the CDN's warning itself, in its status area
+                warnings.simplefilter("ignore", CmdsegWarning)
+                conn = _connect(raw, region=self.region.value,
+                                endpoint=self.endpoint.value.strip() or None,
+                                verify=self._verify, timeout=self._timeout,
+                                transport=self._transport)
             self.connection = conn
             good = conn.check.outcome == "known" and conn.check.region_matches is not False
             kind = "ok" if good else "warn"  # never "error": the CDN's answer is only a hint
