@@ -276,6 +276,12 @@ def _static_problems(m, stack: list, out: list) -> None:
     """Mistakes validate.js lets through but that make transform() throw or that we refuse."""
     if isinstance(m, list):
         for i, x in enumerate(m):
+            # validate.js never looks inside arrays, but transform() resolves directives there
+            # and throws on the same mistakes (`[1, {"@template": 5}]`): check them alike.
+            if isinstance(x, dict):
+                v = _Validator()
+                v.collect(v.validate, x, stack + [i])
+                out.extend(v.errors)
             _static_problems(x, stack + [i], out)
         return
     if not isinstance(m, dict):
@@ -345,7 +351,8 @@ def validate_mapping(data, *, mapping_name: str | None = None, base_path: str = 
         errs.append(_VErr("data must be an object or a directive, not null", []))
     _static_problems(data, [], errs)
     if errs:
-        problems = [(base_path + _json_path(e.stack)[1:], e.msg) for e in errs]
+        # the same mistake can be found by both checks: list it once
+        problems = list(dict.fromkeys((base_path + _json_path(e.stack)[1:], e.msg) for e in errs))
         path, msg = problems[0]
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         err = MappingError(msg + more, mapping=mapping_name, path=path)

@@ -60,3 +60,21 @@ def test_bad_json_text():
     with pytest.raises(MappingError, match="not valid JSON"):
         MappingConfig.from_json("[{")
     assert json.loads(MappingConfig.default().to_json())
+
+
+def test_directives_inside_arrays_are_validated_like_anywhere_else():
+    import cmdseg_nb as cs
+    bad = {"userId": {"@path": "$.userId"}, "user_property.a": [1, {"@template": 5}]}
+    with pytest.raises(cs.MappingError) as info:
+        cs.MappingConfig.from_dict([{"name": "m", "trigger": 'type = "track"', "data": bad}])
+    assert info.value.path == '$[0].data["user_property.a"][1]["@template"]'
+    assert info.value.mapping == "m"
+
+
+def test_each_problem_is_listed_once():
+    import cmdseg_nb as cs
+    with pytest.raises(cs.MappingError) as info:
+        cs.MappingConfig.from_dict([{"name": "m", "trigger": 'type = "x"',
+                                     "data": {"x": {"@pathh": "$.a"}}}])
+    assert info.value.problems == [("$[0].data.x", "has an invalid directive: @pathh")]
+    assert "more problem" not in str(info.value)
