@@ -623,8 +623,28 @@ def parse_fql(text: str, *, mapping_name: str | None = None, path: str | None = 
             ast = {"type": "group", "operator": "and", "children": [ast]}
         _check_evaluable(ast)
     except _ParseError as e:
-        raise MappingError(f"invalid trigger {text!r}: {e}", mapping=mapping_name, path=path) from None
+        hint = ("; Segment's FQL does not support nested parentheses: flatten them"
+                if _paren_depth(text) > 1 else "")
+        raise MappingError(f"invalid trigger {text!r}: {e}{hint}", mapping=mapping_name,
+                           path=path) from None
     return ast
+
+
+def _paren_depth(text: str) -> int:
+    """Deepest parenthesis nesting outside quoted strings (for error messages only)."""
+    depth = best = 0
+    quote = None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            best = max(best, depth)
+        elif ch == ")":
+            depth -= 1
+    return best
 
 
 def _ast(trigger: str | dict) -> dict:

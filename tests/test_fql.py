@@ -68,3 +68,12 @@ def test_ast_shape():
 def test_parse_errors(bad):
     with pytest.raises(MappingError, match="invalid trigger"):
         parse_fql(bad, mapping_name="m", path="$[0].trigger")
+
+
+def test_nested_parentheses_error_says_so():
+    from cmdseg_nb import MappingError
+    with pytest.raises(MappingError, match="does not support nested parentheses"):
+        parse_fql('type = "track" and ((event = "a") or event = "b")')
+    with pytest.raises(MappingError) as info:
+        parse_fql('type = "x" and ()')
+    assert "nested parentheses" not in str(info.value)
