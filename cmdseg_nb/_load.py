@@ -225,8 +225,20 @@ class Export:
         return self.con.execute(f"SELECT * FROM {ident(self.table)} ORDER BY source, message_id").df()
 
     def event_dicts(self, where: str = "TRUE", limit: int | None = None) -> list[dict]:
-        """Events as Python dicts (the rebuilt Segment event), for previews and tests."""
+        """Events as Python dicts (the rebuilt Segment event), oldest first.
+
+        Parameters
+        ----------
+        where : str
+            A SQL condition over the canonical columns, e.g. ``"type = 'track' AND user_id IS
+            NOT NULL"``.
+        limit : int, optional
+            At most this many events.
+        """
         import orjson
+        if not isinstance(where, str):
+            raise TypeError(f"where must be a SQL condition string, not {type(where).__name__}; "
+                            f"use limit= for a number of events")
         lim = f" LIMIT {int(limit)}" if limit is not None else ""
         rows = self.con.execute(
             f"SELECT CAST(event_json AS VARCHAR) FROM {ident(self.table)} WHERE {where}"

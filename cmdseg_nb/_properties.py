@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import json
+import os
 
 import duckdb
 import pandas as pd
@@ -53,7 +54,10 @@ def _config(config):
         return config
     if isinstance(config, (dict, list)):
         return MappingConfig.from_dict(config)
-    return MappingConfig.from_json(config)
+    if isinstance(config, (str, os.PathLike)):
+        return MappingConfig.from_json(config)
+    raise TypeError(f"config must be a MappingConfig, a list of mappings, or a JSON file path "
+                    f"or text, not {type(config).__name__}")
 
 
 def objects_query(events: str, config) -> str:

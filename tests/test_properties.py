@@ -214,3 +214,10 @@ def test_udf_directives_run_inside_user_properties(tmp_path):
     export = load_export(ndjson(tmp_path, events))
     got = as_dict(user_properties(export, config))
     assert got == {"u1": {"b": 1, "c.d": "x"}} == reference_user_properties(events, config)
+
+
+def test_wrong_argument_types_are_named(rudder):
+    with pytest.raises(TypeError, match="config must be a MappingConfig"):
+        user_properties(rudder, 42)
+    with pytest.raises(TypeError, match="where must be a SQL condition"):
+        rudder.event_dicts(3)
