@@ -99,15 +99,24 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
     def ts(k: str) -> str:
         return f"TRY_CAST(json_extract_string({x(k)}, '$') AS TIMESTAMPTZ)"
 
-    mini = object_sql([(k, x(k)) for k in keys])
+    uobj = "json_object('userId', " + x("userId") + ")"
     cols = [f"{s('type')} AS type", f"{s('messageId')} AS message_id",
             f"{ts('receivedAt')} AS received_at", f"{ts('originalTimestamp')} AS original_timestamp",
             f"COALESCE({ts('timestamp')}, {ts('originalTimestamp')}, {ts('receivedAt')}) AS event_time",
-            f"{_receiver.user_id_sql('mini')} AS uid", "hash(line) AS h"]
+            # receiver rule 1 on P.userId (every mapping's P.userId is the event's userId)
+            f"{_receiver.user_id_sql(uobj)} AS uid",
+            "hash(line) AS h"]
+    event_time = f"COALESCE({ts('timestamp')}, {ts('originalTimestamp')}, {ts('receivedAt')})"
+    cols.append(f"{_K_TIME.replace('event_time', event_time)} AS k")  # rank added later
     for m in ms:
         i = m["i"]
         f = f"m{i}"
-        cols.append(f"({fql_to_sql(m['trigger'], 'mini')}) AS {f}")
+        # FQL does not tell a missing key from a null one: json_object of the keys it reads
+        tkeys: set = set()
+        from ._fql import parse_fql
+        _trigger_keys(parse_fql(m["trigger"]), tkeys)
+        tmini = "json_object(" + ", ".join(f"{sql_str(k)}, {x(k)}" for k in sorted(tkeys)) + ")"
+        cols.append(f"({fql_to_sql(m['trigger'], tmini)}) AS {f}")
         if m["whole"]:
             tr = x("traits")
             cols.append(f"CASE WHEN {f} AND json_type({tr}) = 'OBJECT' THEN {tr} END AS {ident(f'traits{i}')}")
@@ -117,7 +126,9 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
             cols.append(f"CASE WHEN {f} AND contains(line, '\"user_property.') THEN CAST(line AS JSON) END "
                         f"AS {ident(f'full{i}')}")
         else:
-            data_sql = mapping_to_sql(m["data"], "mini", mapping_name=m["name"])
+            # mapping-kit tells missing from null: leave SQL NULL (missing) keys out
+            dmini = object_sql([(k, x(k)) for k in sorted(m["keys"])])
+            data_sql = mapping_to_sql(m["data"], dmini, mapping_name=m["name"])
             cols.append(f"CASE WHEN {f} THEN CAST({data_sql} AS JSON) END AS {ident(f'p{i}')}")
     flags = " OR ".join(f"m{m['i']}" for m in ms)
     per_file = " UNION ALL ".join(
@@ -126,8 +137,7 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
     return f"""
         SELECT _f, * EXCLUDE (_f) FROM (
             SELECT _f, {', '.join(cols)}
-            FROM (SELECT _f, line, cmdseg_xs, {mini} AS mini
-                  FROM (SELECT _f, line, json_extract(line, {paths}) AS cmdseg_xs FROM ({per_file}))))
+            FROM (SELECT _f, line, json_extract(line, {paths}) AS cmdseg_xs FROM ({per_file})))
         WHERE {{types}} OR ({flags})"""
 
 
@@ -216,12 +226,14 @@ def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
                                          AND x.event_time IS NOT DISTINCT FROM e.event_time)""")
         if (con.execute(f"SELECT max(rnk) FROM {ranks}").fetchall()[0][0] or 0) >= 1024:
             raise Unplannable("more than 1023 events of one user at one instant")
-        on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM e.{c}" for c in key_cols)
-        kev = (f"(SELECT e.*, {_K_TIME.replace('event_time', 'e.event_time')} + COALESCE(r.rnk, 0) AS k, "
-               f"COALESCE('1' || e.message_id, '0') AS mid FROM {ev} AS e LEFT JOIN {ranks} AS r ON {on})")
+        # add the rank to the key of tied events, in place (no join after the unnest below)
+        for t in (lean, slow):
+            on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM {t}.{c}" for c in key_cols if c != "event_hash")
+            eh = (f" AND r.event_hash IS NOT DISTINCT FROM {t}.event_hash" if t == slow
+                  else " AND r.event_hash IS NULL")
+            con.execute(f"UPDATE {t} SET k = k + r.rnk FROM {ranks} AS r WHERE r.rnk > 0 AND {on}{eh}")
+        kev = f"(SELECT *, COALESCE('1' || message_id, '0') AS mid FROM {ev})"
         # receiver rules per mapping; w orders a user's assignments of one property
-        single = len(ms) == 1
-        w = "k" if single else "(CAST(k AS HUGEINT) * 16 + mapping_index * 4 + rule_rank)"
         keep_null = "" if null_clears else " AND j.type <> 'NULL'"
         parts, counts = [], []
         for m in ms:
@@ -259,16 +271,22 @@ def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
                                      AND json_exists({p}, {upe}) AND (json_type({p}, {upe}) <> 'VARCHAR'
                                      OR json_extract_string({p}, {upe}) = ''))
                     FROM {ev}""")
-        names = _names([m["name"] for m in ms]).replace("mapping_index", "x.mi")
+        names = _names([m["name"] for m in ms]).replace("mapping_index", "mi")
+        # one HUGEINT orders a user's assignments of one property: key, mapping, rule (rule 5)
+        # (k is shifted to be non-negative: the NULL-time sentinel is negative)
+        w = f"((CAST(k AS HUGEINT) + {2 ** 62}) * 32 + mapping_index * 4 + rule_rank)"
         sql = f"""
-            SELECT uid AS user_id, property, CAST(x.value AS VARCHAR) AS value,
-                   {_receiver.value_type_sql('json_type(x.value)')} AS value_type,
-                   {_k_time('x.k')} AS updated_at, {_mid('x.mid')} AS message_id,
-                   CASE x.rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
+            SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value,
+                   {_receiver.value_type_sql('json_type(value)')} AS value_type,
+                   {_k_time('kk')} AS updated_at, {_mid('mid')} AS message_id,
+                   CASE rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
                    {names} AS mapping
-            FROM (SELECT uid, property, arg_max(struct_pack(value := value, k := k, mid := mid,
-                                                            mi := mapping_index, rr := rule_rank), {w}) AS x
-                  FROM ({' UNION ALL '.join(parts)}) GROUP BY uid, property)
+            FROM (SELECT uid, property, value, mid, CAST(mw // 32 - {2 ** 62} AS BIGINT) AS kk,
+                         CAST((mw // 4) % 8 AS INTEGER) AS mi, CAST(mw % 4 AS INTEGER) AS rr
+                  FROM (SELECT uid, property, arg_max(value, w) AS value, arg_max(mid, w) AS mid,
+                               max(w) AS mw
+                        FROM (SELECT *, {w} AS w FROM ({' UNION ALL '.join(parts)}))
+                        GROUP BY uid, property))
             ORDER BY user_id, property"""
         df = con.execute(sql).df()
         tot = [0, 0, 0, 0]
