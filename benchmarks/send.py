@@ -9,6 +9,11 @@ Prints, per contender: events/s for message preparation and end to end (counted 
 the ratio to the official library, peak memory (max RSS of a fresh process) and events lost /
 duplicated. LocalSegment runs in its own process (``python -m cmdseg_nb.testing``) so that the
 server's work is not charged to the sender. Each contender runs in a fresh child process.
+The server shares the machine's cores with the sender (Segment's own servers would not), so for
+the throughput runs it takes as little CPU as it can, the same for every contender
+(``--record scan``: auth, gzip and size checked, messageIds found by a byte scan, no JSON
+parse); one more cmdseg_nb run and the fault-injection run use the fully parsing server
+(``--record ids``), so the ids counted by the scan can be compared with a full parse.
 The official library is used if importable (``pip install segment-analytics-python``); if not,
 a naive ``json.dumps``-per-row sender stands in for it.
 
@@ -72,8 +77,8 @@ def peak_mb() -> float:
 class Server:
     """LocalSegment in its own process; counts read from GET /_local/stats."""
 
-    def __init__(self, flaky: float = 0.0):
-        args = [PY, "-m", "cmdseg_nb.testing", "--write-key", KEY, "--record", "ids",
+    def __init__(self, flaky: float = 0.0, record: str = "scan"):
+        args = [PY, "-m", "cmdseg_nb.testing", "--write-key", KEY, "--record", record,
                 "--max-seconds", "3600"]
         if flaky:
             args += ["--flaky", str(flaky), "--seed", "1"]
@@ -177,9 +182,10 @@ def run_child(kind: str, url: str, n: int, extra: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measured(kind: str, n: int, extra: dict | None = None, flaky: float = 0.0) -> dict:
+def measured(kind: str, n: int, extra: dict | None = None, flaky: float = 0.0,
+             record: str = "scan") -> dict:
     """Run one contender against a fresh server; add server-side counts."""
-    server = Server(flaky)
+    server = Server(flaky, record)
     try:
         res = run_child(kind, server.url, n, extra)
         st = server.stats()
@@ -239,8 +245,10 @@ def main() -> None:
     rows.append(("cmdseg_nb send() defaults, run again", again))
     if again["e2e"] > ours["e2e"]:
         ours = again
-    flaky = measured("cmdseg", n, flaky=0.1)
-    rows.append(("cmdseg_nb, 10% of requests answered 503", flaky))
+    parsed = measured("cmdseg", n, record="ids")
+    rows.append(("cmdseg_nb defaults, server JSON-parses every message", parsed))
+    flaky = measured("cmdseg", n, flaky=0.1, record="ids")
+    rows.append(("cmdseg_nb, 10% of requests answered 503 (server parses)", flaky))
 
     head = (f"{'contender':<58} {'prep ev/s':>10} {'e2e ev/s':>10} {'lost':>8} {'dup ids':>8}"
             f" {'peak MB':>8}")

@@ -259,7 +259,10 @@ class Engine:
             known = await self._in_ledger(self.ledger.known, chunk.message_ids)
         rows, ids, bodies, previous = [], [], [], []
         limit = self.s.max_batch_bytes - self.envelope.overhead
-        for row, mid, body in zip(chunk.rows, chunk.message_ids, chunk.bodies):
+        every = not known and (not sizes or max(sizes) <= limit)
+        if every:  # the common case: every valid row goes on to a batch, as it is
+            rows, ids, bodies = chunk.rows, chunk.message_ids, chunk.bodies
+        for row, mid, body in zip(chunk.rows, chunk.message_ids, chunk.bodies) if not every else ():
             if len(body) > limit:
                 log.set(row, INVALID,
                         f"message is {len(body):,} bytes; with the batch envelope it does not "

@@ -54,12 +54,16 @@ class RowLog:
         """Record a prepared chunk: messageIds and sizes of valid rows, invalid rows."""
         self._grow(offset + n_rows)
         self.n = max(self.n, offset + n_rows)
-        full: list[str | None] = [None] * n_rows
-        for r, mid in zip(rows, ids):
-            full[r - offset] = mid
-        self.ids.append(pa.array(full, pa.string()))
-        if rows:
-            self.nbytes[np.asarray(rows)] = sizes
+        if len(rows) == n_rows:  # every row valid: rows are offset, offset + 1, ...
+            self.ids.append(pa.array(ids, pa.string()))
+            self.nbytes[offset:offset + n_rows] = sizes
+        else:
+            full: list[str | None] = [None] * n_rows
+            for r, mid in zip(rows, ids):
+                full[r - offset] = mid
+            self.ids.append(pa.array(full, pa.string()))
+            if rows:
+                self.nbytes[np.asarray(rows)] = sizes
         for exc in errors:
             self.set(exc.row, INVALID, exc.reason)
             self.columns[exc.row] = exc.column

@@ -477,4 +477,6 @@ class SeenKeys:
         self.runs.append(keys)
         while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             b, a = self.runs.pop(), self.runs.pop()
-            self.runs.append(np.union1d(a, b))
+            merged = np.concatenate((a, b))
+            merged.sort(kind="stable")  # two sorted runs: a linear merge (timsort)
+            self.runs.append(merged)
