@@ -222,3 +222,19 @@ def test_batch_level_integrations_and_context_merge_into_messages(seg):
     assert first["integrations"] == {"All": False, "Webhooks": True}
     assert second["integrations"] == {"All": False, "Webhooks": True, "Amplitude": True}
     assert first["context"] == {"source": "backfill"}
+
+
+def test_record_scan_counts_ids_like_a_full_parse():
+    import json
+
+    with LocalSegment(KEY, record="scan") as lean, LocalSegment(KEY, record="ids") as full:
+        compact = orjson.dumps({"batch": [track(i) for i in range(5)]})
+        spaced = json.dumps({"batch": [track(i) for i in range(5, 8)]}).encode()  # ": " style
+        for seg in (lean, full):
+            assert post(seg, None, raw=compact, gz=True).status_code == 200
+            assert post(seg, None, raw=spaced).status_code == 200
+            assert post(seg, {"batch": [track(9)]}, headers=auth("wk_wrong_key_000")
+                        ).status_code == 401
+        assert lean.message_ids == full.message_ids == [f"m{i}" for i in range(8)]
+        assert lean.stats() == full.stats()
+        assert lean.messages == [] and lean.requests[0].body == b""
