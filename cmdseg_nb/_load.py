@@ -565,13 +565,16 @@ def _raw_select(src: _Source) -> str:
         WHERE r.json IS NOT NULL"""
 
 
-def _note_bad_json(con, name: str, path: str, report: "LoadReport", *, warehouse: bool) -> None:
-    """Count the lines DuckDB could not parse in one JSON file and name the first of them."""
+def _note_bad_json(con, name: str, path: str, report: "LoadReport", *, warehouse: bool) -> int:
+    """Count the lines DuckDB could not parse in one JSON file and name the first of them.
+
+    Returns the number of lines that are JSON (the rows a raw-events file yields).
+    """
     with duckdb_errors(f"cannot read {path!r}", ExportError, source=name):
         try:
-            n_bad = con.execute(
-                f"SELECT count(*) FILTER (WHERE json IS NULL) FROM read_json_objects("
-                f"{sql_str(path)}, format='auto', ignore_errors=true)").fetchall()[0][0]
+            n_bad, n_good = con.execute(
+                f"SELECT count(*) FILTER (WHERE json IS NULL), count(*) FILTER (WHERE json IS NOT NULL) "
+                f"FROM read_json_objects({sql_str(path)}, format='auto', ignore_errors=true)").fetchall()[0]
         except duckdb.IOException as exc:  # e.g. a truncated gzip stream
             raise ExportError(f"cannot read {path!r}: {exc} (a truncated or corrupt file?)",
                               source=name) from exc
@@ -580,6 +583,7 @@ def _note_bad_json(con, name: str, path: str, report: "LoadReport", *, warehouse
         for line in lines:
             report.add_rejected(name, path, line, "not valid JSON")
         report.rejected_rows[name] = report.rejected_rows.get(name, 0) - len(lines) + int(n_bad)
+    return int(n_good)
 
 
 def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
@@ -676,11 +680,8 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
                                              "events; properties are computed from identifies")
     selects = [sql for _name, sql in table_selects(tables, report=report)]
     for src in (s for s in sources if s.kind == "raw"):
-        _note_bad_json(con, src.name, src.paths[0], report, warehouse=False)
-        with duckdb_errors(f"cannot read raw events from {src.paths[0]!r}", ExportError,
-                           source=src.name):
-            n = con.execute(f"SELECT count(*) FROM ({_raw_select(src)})").fetchall()[0][0]
-        report.rows_read[src.name] = n
+        # one pass: bad lines noted, good lines counted (the rows _raw_select yields)
+        report.rows_read[src.name] = _note_bad_json(con, src.name, src.paths[0], report, warehouse=False)
         selects.append(_raw_select(src))
     if not selects:
         raise ExportError("no event tables found (only snapshot tables such as users/accounts)",
