@@ -132,7 +132,8 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
             cols.append(f"CASE WHEN {f} THEN CAST({data_sql} AS JSON) END AS {ident(f'p{i}')}")
     flags = " OR ".join(f"m{m['i']}" for m in ms)
     per_file = " UNION ALL ".join(
-        f"SELECT {i} AS _f, CAST(r.json AS VARCHAR) AS line FROM read_json_objects({sql_str(p)}, format='auto') AS r"
+        f"SELECT {i} AS _f, CAST(r.json AS VARCHAR) AS line FROM read_json_objects({sql_str(p)}, "
+        f"format='auto', ignore_errors=true) AS r WHERE r.json IS NOT NULL"
         for i, p in enumerate(files))
     return f"""
         SELECT _f, * EXCLUDE (_f) FROM (
@@ -199,7 +200,8 @@ def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
             # a second, filtered pass: the loader's hash of the event for the rows that need it
             hs = f"(SELECT DISTINCT h FROM {lean} WHERE message_id IS NULL OR message_id IN (SELECT message_id FROM {hsh}))"
             per_file = " UNION ALL ".join(
-                f"SELECT {i} AS _f, r.json AS j FROM read_json_objects({sql_str(p)}, format='auto') AS r"
+                f"SELECT {i} AS _f, r.json AS j FROM read_json_objects({sql_str(p)}, format='auto', "
+                f"ignore_errors=true) AS r WHERE r.json IS NOT NULL"
                 for i, p in enumerate(export.raw_files))
             con.execute(f"""INSERT INTO {md5t} SELECT DISTINCT _f, hash(CAST(j AS VARCHAR)),
                                 md5(CAST(CAST(j AS JSON) AS VARCHAR))

@@ -300,3 +300,12 @@ def test_the_planned_path_leaves_no_temporary_tables():
     before = export.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
     user_properties(export, CUSTOM)
     assert export.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall() == before
+
+
+def test_raw_lines_that_are_not_json_are_skipped_alike(tmp_path):
+    path = _random_raw(tmp_path / "events.ndjson", 1)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"type":"identify","userId":"b"\nnot json\n')
+    export = load_export(path)
+    same(export, None)
+    assert export.report.rejected_rows
