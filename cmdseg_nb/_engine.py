@@ -74,9 +74,9 @@ class _Settings:
 
 def make_settings(write_key: str, endpoint: str | None, region: str, **kw: Any) -> _Settings:
     key = WriteKey(write_key)
+    if region not in ENDPOINTS:
+        raise SendError(f"region must be one of {sorted(ENDPOINTS)}, not {region!r}")
     if endpoint is None:
-        if region not in ENDPOINTS:
-            raise SendError(f"region must be one of {sorted(ENDPOINTS)}, not {region!r}")
         endpoint = ENDPOINTS[region]
     endpoint = endpoint.strip().rstrip("/")
     try:
@@ -158,7 +158,8 @@ class Engine:
         client = None
         try:
             if s.ledger is not None:
-                self.ledger = await self._in_ledger(Ledger, s.ledger)
+                self.ledger = await self._in_ledger(
+                    Ledger, s.ledger, f"{s.endpoint} key:{s.key.fingerprint}")
             if not s.dry_run:
                 limits = httpx.Limits(max_connections=s.concurrency,
                                       max_keepalive_connections=s.concurrency)

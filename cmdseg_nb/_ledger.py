@@ -6,7 +6,9 @@
                                            of that worker is posted)
     next send          ──Ledger.known───▶ rows whose messageId is there end ``previously_sent``
 
-Each ``record`` is its own committed DuckDB transaction (written to DuckDB's write-ahead log),
+Acknowledgements are kept per destination (the endpoint and a fingerprint of the write key):
+ids acknowledged by a LocalSegment or another source are not skipped when the same ledger is
+pointed at a real source. Each ``record`` is its own committed DuckDB transaction (written to DuckDB's write-ahead log),
 so a process killed at any point keeps every acknowledgement recorded before it. A batch that
 was in flight at the kill is sent again by the re-run, with the same messageIds, so Segment's
 messageId de-duplication drops any copy it already had. All calls happen on one thread.
@@ -30,6 +32,9 @@ class Ledger:
     ----------
     path : str | os.PathLike
         DuckDB database file; created with its table when missing.
+    destination : str
+        Where the ids were acknowledged (endpoint and key fingerprint); ``known`` only finds
+        ids recorded for the same destination.
 
     Raises
     ------
@@ -37,13 +42,15 @@ class Ledger:
         When the file cannot be opened (another process holds it, not a DuckDB file).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, destination: str = ""):
         self.path = os.fspath(path)
+        self.destination = destination
         try:
             self.con = duckdb.connect(self.path)
             self.con.execute(
                 f"CREATE TABLE IF NOT EXISTS {_TABLE} (message_id VARCHAR NOT NULL, "
-                "batch INTEGER, acknowledged_at TIMESTAMPTZ DEFAULT current_timestamp)"
+                "batch INTEGER, acknowledged_at TIMESTAMPTZ DEFAULT current_timestamp, "
+                "destination VARCHAR NOT NULL DEFAULT '')"
             ).fetchall()
         except duckdb.Error as exc:
             raise SendError(
@@ -60,7 +67,7 @@ class Ledger:
             self.con.register("_probe", probe)
             rows = self.con.execute(
                 f'SELECT p.message_id FROM _probe p SEMI JOIN {_TABLE} a '
-                "ON a.message_id = p.message_id"
+                "ON a.message_id = p.message_id AND a.destination = $1", [self.destination]
             ).fetchall()
             self.con.unregister("_probe")
         except duckdb.Error as exc:
@@ -76,15 +83,17 @@ class Ledger:
         try:
             self.con.register("_acked", rows)
             self.con.execute(
-                f"INSERT INTO {_TABLE} (message_id, batch) SELECT message_id, batch FROM _acked"
+                f"INSERT INTO {_TABLE} (message_id, batch, destination) "
+                "SELECT message_id, batch, $1 FROM _acked", [self.destination]
             ).fetchall()
             self.con.unregister("_acked")
         except duckdb.Error as exc:
             raise SendError(f"cannot write the ledger {self.path!r}: {exc}") from None
 
     def count(self) -> int:
-        """Number of acknowledged messageIds recorded."""
-        return int(self.con.execute(f"SELECT count(*) FROM {_TABLE}").fetchall()[0][0])
+        """Number of acknowledged messageIds recorded for this destination."""
+        return int(self.con.execute(f"SELECT count(*) FROM {_TABLE} WHERE destination = $1",
+                                    [self.destination]).fetchall()[0][0])
 
     def close(self) -> None:
         self.con.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import dataclasses
 import datetime as dt
 import email.utils
@@ -71,6 +72,11 @@ class WriteKey:
     @property
     def masked(self) -> str:
         return mask(self._key)
+
+    @property
+    def fingerprint(self) -> str:
+        """First 16 hex digits of SHA-256 of the key: tells keys apart, cannot reveal one."""
+        return hashlib.sha256(self._key.encode("utf-8")).hexdigest()[:16]
 
     def authorization(self) -> str:
         """``Basic base64(key + ":")``: the key as user name, empty password (spec "auth")."""

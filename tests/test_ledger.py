@@ -152,3 +152,26 @@ def test_killed_mid_send_then_rerun_loses_nothing_and_resends_no_acknowledged_ba
     # the only repeats: batches in flight at the kill (stored, never acknowledged), same ids
     assert len(repeats) <= concurrency * batch
     assert acked.isdisjoint(repeats)
+
+
+def test_ledger_is_kept_per_destination(tmp_path):
+    """Ids acknowledged by a LocalSegment are not skipped when the ledger points elsewhere."""
+    path = tmp_path / "sent.duckdb"
+    df = frame(5)
+    with LocalSegment(KEY) as a, LocalSegment(KEY) as b, LocalSegment("wk_OTHER_abcdef0123") as c:
+        first = send(df, write_key=KEY, endpoint=a.url, ledger=path, progress=False)
+        again = send(df, write_key=KEY, endpoint=a.url, ledger=path, progress=False)
+        other_endpoint = send(df, write_key=KEY, endpoint=b.url, ledger=path, progress=False)
+        other_key = send(df, write_key="wk_OTHER_abcdef0123", endpoint=c.url, ledger=path,
+                         progress=False)
+    assert first.sent == 5 and again.previously_sent == 5 and again.sent == 0
+    assert other_endpoint.sent == 5 and len(b.messages) == 5
+    assert other_key.sent == 5 and len(c.messages) == 5
+    stored = duckdb.connect(str(path)).execute(
+        "SELECT DISTINCT destination FROM acknowledged").fetchall()
+    assert len(stored) == 3 and not any(KEY in d for (d,) in stored)
+
+
+def test_region_is_checked_even_with_an_endpoint():
+    with pytest.raises(SendError, match="region must be one of"):
+        send(frame(1), write_key=KEY, endpoint="http://127.0.0.1:9", region="xx", progress=False)
