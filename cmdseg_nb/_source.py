@@ -23,6 +23,9 @@ from ._errors import MessageError
 
 #: Rows converted at a time.
 CHUNK_ROWS = 20_000
+#: Object fields whose dotted column names (``properties.price``, ``context.page.url``, as
+#: ``pandas.json_normalize`` writes them) are nested back into the object.
+NESTABLE = ("traits", "properties", "context", "integrations")
 
 
 class Source:
@@ -33,6 +36,20 @@ class Source:
     """
 
     def __init__(self, data: Any):
+        self._read(data)
+        # Dotted columns under an object field are folded into that field, chunk by chunk.
+        self.raw_names = list(self.names)
+        self.nested: dict[str, list[tuple[str, list[str]]]] = {}
+        for name in self.raw_names:
+            head, dot, rest = name.partition(".")
+            if dot and rest and head in NESTABLE:
+                self.nested.setdefault(head, []).append((name, rest.split(".")))
+        if self.nested:
+            dotted = {c for items in self.nested.values() for c, _ in items}
+            self.names = [n for n in self.raw_names if n not in dotted]
+            self.names += [h for h in self.nested if h not in self.names]
+
+    def _read(self, data: Any) -> None:
         self.frame: pd.DataFrame | None = None
         self.table: pa.Table | None = None
         self.reader_factory = None
@@ -77,13 +94,50 @@ class Source:
 
     def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, dict[str, Any]]]:
         """(offset, {column: pyarrow.Array | list}) per chunk of at most ``size`` rows."""
+        for offset, cols in self._raw_chunks(size):
+            yield offset, (self._fold(offset, cols) if self.nested else cols)
+
+    def _fold(self, offset: int, cols: dict[str, Any]) -> dict[str, Any]:
+        """Nest dotted columns (``properties.price``) into their object column, per row."""
+        def pylist(values: Any) -> list:
+            return values.to_pylist() if hasattr(values, "to_pylist") else list(values)
+
+        n = len(next(iter(cols.values())))
+        out = dict(cols)
+        for head, items in self.nested.items():
+            base = pylist(out.pop(head)) if head in out else [None] * n
+            rows: list[dict] = []
+            for i, b in enumerate(base):
+                if isinstance(b, dict):
+                    rows.append(dict(b))
+                elif _missing(b):
+                    rows.append({})
+                else:
+                    raise MessageError(f"{head!r} must hold objects to nest dotted columns into, "
+                                       f"not {type(b).__name__}", row=offset + i, column=head)
+            for column, path in items:
+                for i, v in enumerate(pylist(out.pop(column))):
+                    if _missing(v):
+                        continue  # a missing cell is "not sent", as for any other column
+                    node = rows[i]
+                    for key in path[:-1]:
+                        node = node.setdefault(key, {})
+                        if not isinstance(node, dict):
+                            raise MessageError(f"{column!r} nests under {key!r}, which another "
+                                               f"column sets to a value", row=offset + i,
+                                               column=column)
+                    node[path[-1]] = v
+            out[head] = rows
+        return out
+
+    def _raw_chunks(self, size: int) -> Iterator[tuple[int, dict[str, Any]]]:
         offset = 0
         if self.frame is not None:
             df = self.frame
             for start in range(0, len(df), size):
                 part = df.iloc[start:start + size]
                 yield start, {name: _pandas_column(part.iloc[:, j])
-                              for j, name in enumerate(self.names)}
+                              for j, name in enumerate(self.raw_names)}
             return
         if self.table is not None:
             batches: Iterator[pa.RecordBatch] = iter(self.table.to_batches(max_chunksize=size))
@@ -92,7 +146,7 @@ class Source:
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            yield offset, {name: batch.column(j) for j, name in enumerate(self.names)}
+            yield offset, {name: batch.column(j) for j, name in enumerate(self.raw_names)}
             offset += batch.num_rows
 
     def duplicate_ids(self, column: str) -> dict[str, int]:
@@ -119,6 +173,10 @@ class Source:
         rows = rel.aggregate(f"CAST({quoted} AS VARCHAR) AS id, count(*) AS n",
                              f"CAST({quoted} AS VARCHAR)").fetchall()
         return {r[0]: int(r[1]) for r in rows if r[0] is not None and r[1] > 1}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
 
 
 def _pandas_column(series: pd.Series) -> Any:

@@ -520,3 +520,17 @@ def test_fast_path_is_taken_for_plain_tracks(monkeypatch):
     fast, slow = prepare_both(df)
     assert calls[0] is True
     assert fast.bodies == slow.bodies and len(set(fast.message_ids)) == 3
+
+
+def test_dotted_columns_nest_into_their_object_field():
+    """Columns as pandas.json_normalize writes them nest back (properties.price -> properties)."""
+    import orjson
+    df = pd.DataFrame({"userId": ["u1", "u2"], "event": ["E", "E"],
+                       "properties.price": [1.5, np.nan], "context.page.url": ["/a", None],
+                       "properties": [{"sku": "x"}, None], "plain": [1, 2]})
+    bodies = [orjson.loads(b) for b in prepare(df).bodies]
+    assert bodies[0]["properties"] == {"sku": "x", "price": 1.5, "plain": 1}
+    assert bodies[1]["properties"] == {"plain": 2}  # NaN cell left out, like any missing cell
+    assert bodies[0]["context"]["page"] == {"url": "/a"}
+    assert "page" not in bodies[1]["context"]
+    assert not any("." in k for b in bodies for k in b["properties"])
