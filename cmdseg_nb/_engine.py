@@ -40,7 +40,7 @@ from ._post import (
     _RateLimit,
     gzip_bytes,
 )
-from ._result import FAILED, INVALID, PREVIOUS, SENT, SKIPPED, RowLog, SendResult
+from ._result import DRY_RUN, FAILED, INVALID, PREVIOUS, SENT, SKIPPED, RowLog, SendResult
 
 #: Rows prepared per slice on the event loop (~20 ms of work).
 PRODUCE_ROWS = 4_096
@@ -319,7 +319,7 @@ class Engine:
         body = self.envelope.body(batch.bodies, now_iso())
         self.poster.bytes_uncompressed += len(body)
         self.poster.bytes_sent += len(gzip_bytes(body)) if self.s.gzip else len(body)
-        self.log.set_many(batch.rows, SKIPPED, "dry run: not sent")
+        self.log.set_many(batch.rows, SKIPPED, DRY_RUN)
         self.bar.update(len(batch.rows))
 
     async def _record(self, outcome: _Outcome) -> None:

@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 
 STATUSES = ("pending", "sent", "failed", "invalid", "skipped", "previously_sent")
+#: The error text of rows a dry run did not send (everything else about them was done).
+DRY_RUN = "dry run: not sent"
 PENDING, SENT, FAILED, INVALID, SKIPPED, PREVIOUS = range(6)
 
 
@@ -196,13 +198,23 @@ class SendResult:
 
     @property
     def ok(self) -> bool:
-        """True when every row was sent (now or, with a ledger, by an earlier send)."""
+        """True when every row was sent (now or, with a ledger, by an earlier send); for a dry
+        run, when every row would be sent (none invalid)."""
+        if self.dry_run:
+            return len(self.errors) == 0
         return self.sent + self.previously_sent == len(self.rows)
+
+    def _would_send(self) -> pd.Series:
+        return (self.rows["status"] == "skipped") & (self.rows["error"] == DRY_RUN)
 
     @property
     def errors(self) -> pd.DataFrame:
-        """The rows that were not sent, with their reasons."""
-        return self.rows[~self.rows["status"].isin(["sent", "previously_sent"])]
+        """The rows that were not sent, with their reasons (for a dry run: the rows that would
+        not be sent)."""
+        bad = ~self.rows["status"].isin(["sent", "previously_sent"])
+        if self.dry_run:
+            bad &= ~self._would_send()
+        return self.rows[bad]
 
     def _summary(self) -> list[tuple[str, str]]:
         out = [
@@ -216,10 +228,16 @@ class SendResult:
         ]
         if self.ledger is not None:
             out.append(("previously sent", f"{self.previously_sent:,} (ledger {self.ledger})"))
+        if self.dry_run:
+            out += [("to send", f"{int(self._would_send().sum()):,} rows would be sent"),
+                    ("bytes", f"{self.bytes_sent:,} would go on the wire "
+                              f"({self.bytes_uncompressed:,} uncompressed)")]
+        else:
+            out.append(("bytes", f"{self.bytes_sent:,} on the wire "
+                                 f"({self.bytes_uncompressed:,} uncompressed)"))
         out += [
             ("batches", f"{self.batches_sent:,} sent, {self.batches_failed:,} failed"),
             ("requests", f"{self.requests:,} ({self.retries:,} retries)"),
-            ("bytes", f"{self.bytes_sent:,} on the wire ({self.bytes_uncompressed:,} uncompressed)"),
             ("duration", f"{self.duration:.2f} s ({self.events_per_second:,.0f} events/s)"),
         ]
         if self.interrupted:

@@ -649,3 +649,14 @@ def test_sent_at_is_set_per_attempt_and_nothing_else_changes():
               for b in (first, second)]
     assert (stamps[1] - stamps[0]).total_seconds() >= 0.99  # the retry's own send time
     assert batch_part(first) == batch_part(second) and result.sent == 3
+
+
+def test_dry_run_result_says_what_would_be_sent_and_only_real_problems():
+    df = pd.DataFrame({"userId": ["u1", None], "event": ["E", "E"]})
+    r = send(df, write_key=KEY, endpoint="http://127.0.0.1:9", dry_run=True, progress=False)
+    assert list(r.errors["row"]) == [1]  # the invalid row; the dry-run row is not a problem
+    assert not r.ok
+    assert "1 rows would be sent" in repr(r) and "would go on the wire" in repr(r)
+    fine = send(df.iloc[:1], write_key=KEY, endpoint="http://127.0.0.1:9", dry_run=True,
+                progress=False)
+    assert fine.ok and fine.sent == 0 and fine.skipped == 1
