@@ -549,6 +549,7 @@ def aggregate_sql(p: Plan, kev) -> dict:
                 f"count(CASE WHEN {m} AND uid IS NOT NULL AND {bad_ev} THEN 1 END) AS {ident(f'ni_{mi}')}"]
 
     static_counts = []
+    cells: dict[str, str] = {}  # SQL of a value in the events -> its column in ``win``
     for mi in range(len(p.mapping_names)):
         tms = [(ti, tm) for ti, tp in enumerate(p.tables) for tm in tp.mappings if tm.mi == mi]
         if not tms:
@@ -560,17 +561,20 @@ def aggregate_sql(p: Plan, kev) -> dict:
             for sl in tm.slots:
                 slots.setdefault((sl.rule, sl.rank, sl.prop, sl.src), []).append(ti)
         for si, ((rule, rank, prop, src), tis) in enumerate(slots.items()):
-            a, ak, am = (ident(f"{x}_{mi}_{si}") for x in "akm")
+            ak = ident(f"k_{mi}_{si}")
             cond = f"{m} AND {_in_tables(tis, [ti for ti, _ in tms])} AND uid IS NOT NULL AND {_present(src)}"
-            kc = f"CASE WHEN {cond} THEN k END"  # rows with a NULL key are skipped
+            # phase 1: only the latest key per user and slot (a BIGINT max: cheap); the values
+            # are read back from the few winning events (relation ``win``)
+            aggs.append(f"max(CASE WHEN {cond} THEN k END) AS {ak}")
             if src.kind != "lit":
-                aggs.append(f"arg_max_null({_cell(src)}, {kc}) AS {a}")
-            aggs.append(f"arg_max(mid, {kc}) AS {am}, max({kc}) AS {ak}")
-            unpivot.append((prop, f"""
-                SELECT uid, {sql_str(prop)} AS property, {ak} AS k, {mi} AS mapping_index,
-                       {rank} AS rule_rank, {sql_str(rule)} AS rule, {_to_json(src, a)} AS value,
-                       {_k_time(ak)} AS event_time, {_mid(am)} AS message_id
-                FROM agg WHERE {ak} IS NOT NULL"""))
+                cell = cells.setdefault(_cell(src), f"v{len(cells)}")
+            value = _to_json(src, f"w.{cell}" if src.kind != "lit" else "NULL")
+            unpivot.append((prop, ak, f"""
+                SELECT a.uid, {sql_str(prop)} AS property, a.{ak} AS k, {mi} AS mapping_index,
+                       {rank} AS rule_rank, {sql_str(rule)} AS rule, {value} AS value,
+                       {_k_time('a.' + ak)} AS event_time, {_mid('w.mid')} AS message_id
+                FROM agg AS a JOIN win AS w ON w.uid = a.uid AND w.k = a.{ak}
+                WHERE a.{ak} IS NOT NULL"""))
         ev_tms = [(ti, tm) for ti, tm in tms if tm.event_src.kind != "absent"]
         if ev_tms:
             tis = {ti for ti, _ in ev_tms}
@@ -593,7 +597,8 @@ def aggregate_sql(p: Plan, kev) -> dict:
     if aggs or static_counts:
         static = (f"SELECT uid, {', '.join(static_counts + aggs)} FROM {kev(static_t)} GROUP BY uid")
     return {"static": static, "static_counts": [c.rsplit(" AS ", 1)[1].strip('"') for c in static_counts],
-            "unpivot": unpivot, "dynamic": dyn}
+            "unpivot": unpivot, "dynamic": dyn, "static_tables": static_t,
+            "cells": cells}
 
 
 def _names(mapping_names: list[str]) -> str:
@@ -691,7 +696,7 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
             raise Unplannable("event times outside 1830-2110 or over 1023 events at one instant") from None
         raise
     finally:
-        for t in _TEMP + tuple(f"{_TEMP[5]}_{i}" for i in range(len(p.mapping_names))):
+        for t in _TEMP + (f"{_TEMP[-2]}_w",) + tuple(f"{_TEMP[5]}_{i}" for i in range(len(p.mapping_names))):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
     for name, v in counts:
@@ -705,11 +710,11 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
 
 _TEMP = ("cmdseg_plan_special", "cmdseg_plan_special_rows", "cmdseg_plan_slow", "cmdseg_plan_agg",
          "cmdseg_plan_ties", "cmdseg_plan_dyn", "cmdseg_plan_hash_ids", "cmdseg_plan_groups",
-         "cmdseg_plan_ranks", "cmdseg_plan_tracks")
+         "cmdseg_plan_ranks", "cmdseg_plan_win", "cmdseg_plan_tracks")
 
 
 def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
-    sp, sr, slow, agg, ties, dyn, _h, _g, ranks, _tk = _TEMP
+    sp, sr, slow, agg, ties, dyn, _h, _g, ranks, win, _tk = _TEMP
     lean = _union(_lean_selects(p, selects, export.tables))
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
         # 1. one scan, two groupings: message ids seen more than once (duplicates, or shared
@@ -788,11 +793,21 @@ def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
                 names += q["static_counts"]
                 counts += con.execute(f"SELECT {', '.join(f'sum({ident(c)})' for c in q['static_counts'])} "
                                       f"FROM {agg}").fetchall()[0]
+            # phase 2: the winning events' cells, read once more for those events only
+            if q["unpivot"]:
+                wins = " UNION ".join(f"SELECT uid, {ak} AS k FROM {agg} WHERE {ak} IS NOT NULL"
+                                      for _p, ak, _s in q["unpivot"])
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {_TEMP[-2]}_w AS {wins}")
+                cells = "".join(f", {expr} AS {alias}" for expr, alias in q["cells"].items())
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE {win} AS
+                    SELECT e.uid, e.k, e.mid{cells} FROM {kev(q['static_tables'])} AS e
+                    WHERE EXISTS (SELECT 1 FROM {_TEMP[-2]}_w AS x WHERE x.uid = e.uid AND x.k = e.k)
+                    QUALIFY row_number() OVER (PARTITION BY e.uid, e.k) = 1""")
             seen: dict[str, int] = {}
-            for prop, _sql in q["unpivot"]:
+            for prop, _ak, _sql in q["unpivot"]:
                 seen[prop] = seen.get(prop, 0) + 1
-            for prop, sql in q["unpivot"]:
-                sql = sql.replace("FROM agg", f"FROM {agg}")
+            for prop, _ak, sql in q["unpivot"]:
+                sql = sql.replace("FROM agg AS a JOIN win AS w", f"FROM {agg} AS a JOIN {win} AS w")
                 (direct if seen[prop] == 1 and prop not in dyn_names else contested).append(sql)
         df = con.execute(winners_sql(p, direct, contested)).df() if direct or contested else empty
         counts = list(zip(names, counts))
