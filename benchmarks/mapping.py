@@ -61,7 +61,9 @@ def case_cmdseg(folder: Path, fmt: str, mapping: str, wide: bool, memory_limit, 
     src = folder / ("warehouse" if fmt == "parquet" else "raw")
     export = load_export(src, memory_limit=memory_limit, temp_directory=temp)
     long = user_properties(export, None if mapping == "default" else CUSTOM)
-    out = {"rows": len(long), "users": int(long["user_id"].nunique())}
+    import pandas as pd
+    out = {"rows": len(long), "users": int(long["user_id"].nunique()),
+           "digest": str(int(pd.util.hash_pandas_object(long.astype(str), index=False).sum()))}
     if wide:
         w = to_wide(long)
         out["wide_shape"] = list(w.shape)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("baseline", fmt, mapping, False)]
             if fmt == "ndjson":
                 plan.append(("bare_read", fmt, "-", False))
-        if "parquet" in fmts and n <= args.naive_up_to:
+        if "parquet" in fmts and parse_size(size) <= args.naive_up_to:
             plan.append(("naive_pandas", "parquet", "default", False))
         for case, fmt, mapping, wide in plan:
             spec = {"case": case, "folder": str(folder), "fmt": fmt, "mapping": mapping, "wide": wide,
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label} ERROR {r['error']}", flush=True)
             else:
                 print(f"{label} {r['seconds']:8.2f} s  {n / r['seconds'] / 1e6:7.3f} M events/s  "
-                      f"peak RSS {r['peak_rss_mb']:7.0f} MB  rows {r['rows']:,}", flush=True)
+                      f"peak RSS {r['peak_rss_mb']:7.0f} MB  rows {r['rows']:,}"
+                      + (f"  digest {r['digest']}" if "digest" in r else ""), flush=True)
 
         def sec(*key):
             r = results.get(key, {})

@@ -601,6 +601,25 @@ def aggregate_sql(p: Plan, kev) -> dict:
             "cells": cells}
 
 
+def frame(con, sql: str) -> pd.DataFrame:
+    """Run a SELECT of the long table's columns; the frame ``_properties._tidy`` would make
+    (object columns with None for NULL, ``updated_at`` datetime64[us, UTC]), built from Arrow
+    (about twice as fast as ``.df()`` followed by the conversions)."""
+    import numpy as np
+    import pyarrow as pa
+    rel = con.sql(sql)
+    tb = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    cols = {}
+    for name, col in zip(tb.column_names, tb.columns):
+        if name == "updated_at":
+            ts = col.cast(pa.timestamp("us", tz="UTC")) if col.type != pa.null() else col
+            cols[name] = pd.Series(ts.to_pandas(), dtype="datetime64[us, UTC]")
+        else:
+            cols[name] = pd.Series(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object),
+                                   dtype=object)
+    return pd.DataFrame(cols).reset_index(drop=True)
+
+
 def _names(mapping_names: list[str]) -> str:
     return "CASE mapping_index " + " ".join(
         f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(mapping_names)) + " END"
@@ -701,7 +720,6 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
     for name, v in counts:
         tot[name.split("_")[0]] += int(v or 0)
-    df = _tidy(df)
     df.attrs["skipped"] = {"no_user_id": tot["nu"], "empty_user_property_name": tot["ne"],
                            "invalid_user_property_event": tot["ni"]}
     df.attrs["objects"] = tot["n"]
@@ -714,6 +732,7 @@ _TEMP = ("cmdseg_plan_special", "cmdseg_plan_special_rows", "cmdseg_plan_slow", 
 
 
 def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
+    from ._properties import _tidy
     sp, sr, slow, agg, ties, dyn, _h, _g, ranks, win, _tk = _TEMP
     lean = _union(_lean_selects(p, selects, export.tables))
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
@@ -809,6 +828,6 @@ def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
             for prop, _ak, sql in q["unpivot"]:
                 sql = sql.replace("FROM agg AS a JOIN win AS w", f"FROM {agg} AS a JOIN {win} AS w")
                 (direct if seen[prop] == 1 and prop not in dyn_names else contested).append(sql)
-        df = con.execute(winners_sql(p, direct, contested)).df() if direct or contested else empty
+        df = frame(con, winners_sql(p, direct, contested)) if direct or contested else _tidy(empty)
         counts = list(zip(names, counts))
     return df, counts

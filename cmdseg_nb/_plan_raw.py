@@ -20,7 +20,7 @@ import pandas as pd
 from . import _receiver
 from ._db import duckdb_errors, ident, json_path, sql_str
 from ._errors import CmdsegError
-from ._plan import _K_TIME, _OUT_OF_RANGE, _TIE_ORDER, Unplannable, _k_time, _mid, _names
+from ._plan import _K_TIME, _OUT_OF_RANGE, _TIE_ORDER, Unplannable, _k_time, _mid, _names, frame
 from ._warehouse import object_sql
 
 __all__ = ["run"]
@@ -290,12 +290,11 @@ def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
                         FROM (SELECT *, {w} AS w FROM ({' UNION ALL '.join(parts)}))
                         GROUP BY uid, property))
             ORDER BY user_id, property"""
-        df = con.execute(sql).df()
+        df = frame(con, sql)
         tot = [0, 0, 0, 0]
         for c in counts:
             for j, v in enumerate(con.execute(c).fetchall()[0]):
                 tot[j] += int(v or 0)
-    df = _tidy(df)
     df.attrs["skipped"] = {"no_user_id": tot[1], "empty_user_property_name": tot[2],
                            "invalid_user_property_event": tot[3]}
     df.attrs["objects"] = tot[0]
