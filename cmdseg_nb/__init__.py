@@ -21,8 +21,9 @@ from ._errors import (
 from ._load import Export, LoadReport, load_export
 from ._messages import identify_frame, track_frame
 from ._preview import MappingPreview, preview
-from ._properties import explain, to_wide, user_properties
+from ._properties import PlanError, explain, to_wide, user_properties
 from ._send import SendProgress, SendResult, send, send_async
+from ._to_sql import ToSqlError, to_sql
 
 __version__ = "0.1.0"
 
@@ -39,10 +40,12 @@ __all__ = [
     "MappingError",
     "MappingPreview",
     "MessageError",
+    "PlanError",
     "SendError",
     "SendProgress",
     "SendResult",
     "TestEventResult",
+    "ToSqlError",
     "TransportError",
     "connect",
     "coverage",
@@ -52,6 +55,7 @@ __all__ = [
     "preview",
     "send",
     "send_async",
+    "to_sql",
     "to_wide",
     "track_frame",
     "user_properties",
