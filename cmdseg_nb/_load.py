@@ -431,6 +431,28 @@ def _iso(expr: str) -> str:
     return f"to_json(strftime({expr}, '%Y-%m-%dT%H:%M:%S.%gZ'))"
 
 
+def _scalar_sql(cols: dict[str, str], table_type: str) -> dict[str, str]:
+    """The canonical scalar columns of a warehouse table as SQL over alias ``t`` (one place, so
+    the full and the lean selects cannot drift apart)."""
+    def col(c: str) -> str:
+        return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if c in cols else "CAST(NULL AS VARCHAR)"
+
+    out = {"message_id": col("id") if "id" in cols else col("message_id")}
+    for c in ("timestamp", "original_timestamp", "received_at", "sent_at"):
+        out[c] = _ts(f"t.{ident(cols[c])}") if c in cols else "CAST(NULL AS TIMESTAMPTZ)"
+    if table_type == "track":
+        out["event"] = (f"COALESCE({col('event_text')}, {col('event')})" if "event_text" in cols
+                        else col("event"))
+    else:
+        out["event"] = "CAST(NULL AS VARCHAR)"
+    page_like = table_type in ("page", "screen")
+    out["name"] = col("name") if page_like else "CAST(NULL AS VARCHAR)"
+    out["category"] = col("category") if page_like else "CAST(NULL AS VARCHAR)"
+    out["type"] = (col("type") if "type" in cols and table_type not in TABLE_TYPES.values()
+                   else sql_str(table_type))
+    return out
+
+
 def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dict[str, str],
                       table_type: str, report: LoadReport, passthrough: Iterable[str] = ()) -> str:
     """SELECT producing canonical event columns from one warehouse table view.
@@ -458,17 +480,11 @@ def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dic
         report.unrestored_names[src_name] = unrestored
     context_sql = nested_object_sql(ctx_entries) if ctx_entries else "json('{}')"
 
-    msg_id = col("id") if has("id") else col("message_id")
-    ts, ots, rat, sat = (_ts(f"t.{ident(cols[c])}") if has(c) else "CAST(NULL AS TIMESTAMPTZ)"
-                         for c in ("timestamp", "original_timestamp", "received_at", "sent_at"))
-    if table_type == "track":
-        event_name = (f"COALESCE({col('event_text')}, {col('event')})" if has("event_text")
-                      else col("event"))
-    else:
-        event_name = "CAST(NULL AS VARCHAR)"
-    name = col("name") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
-    category = col("category") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
-    type_sql = col("type") if has("type") and table_type not in TABLE_TYPES.values() else sql_str(table_type)
+    sc = _scalar_sql(cols, table_type)
+    msg_id, event_name, name, category = sc["message_id"], sc["event"], sc["name"], sc["category"]
+    ts, ots, rat, sat = (sc[c] for c in ("timestamp", "original_timestamp", "received_at",
+                                         "sent_at"))
+    type_sql = sc["type"]
 
     if table_type in ("identify", "group"):
         traits_sql, props_sql = payload_sql, "CAST(NULL AS JSON)"
@@ -514,22 +530,13 @@ def _lean_select(view: str, cols: dict[str, str], table_type: str,
                  passthrough: Iterable[str] = ()) -> str:
     """Like :func:`_warehouse_select` without rebuilding the event: the canonical scalar
     columns (same SQL expressions) and the ``passthrough`` cells as ``"col:<name>"``."""
-    def has(c: str) -> bool:
-        return c in cols
-
     def col(c: str) -> str:
-        return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if has(c) else "CAST(NULL AS VARCHAR)"
+        return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if c in cols else "CAST(NULL AS VARCHAR)"
 
-    msg_id = col("id") if has("id") else col("message_id")
-    ts, ots, rat = (_ts(f"t.{ident(cols[c])}") if has(c) else "CAST(NULL AS TIMESTAMPTZ)"
-                    for c in ("timestamp", "original_timestamp", "received_at"))
-    if table_type == "track":
-        event_name = (f"COALESCE({col('event_text')}, {col('event')})" if has("event_text")
-                      else col("event"))
-    else:
-        event_name = "CAST(NULL AS VARCHAR)"
-    name = col("name") if table_type in ("page", "screen") else "CAST(NULL AS VARCHAR)"
-    type_sql = col("type") if has("type") and table_type not in TABLE_TYPES.values() else sql_str(table_type)
+    sc = _scalar_sql(cols, table_type)
+    msg_id, event_name, name = sc["message_id"], sc["event"], sc["name"]
+    ts, ots, rat = sc["timestamp"], sc["original_timestamp"], sc["received_at"]
+    type_sql = sc["type"]
     extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
     return f"""
         SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
