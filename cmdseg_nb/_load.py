@@ -13,7 +13,6 @@ import dataclasses
 import glob
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import duckdb
 import pandas as pd

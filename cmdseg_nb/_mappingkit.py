@@ -37,8 +37,6 @@ from ._fql import (
     js_is_number,
     js_number_to_string,
     js_string,
-    json_pointer,
-    sql_falsy,
     sql_str,
     sql_walk,
 )

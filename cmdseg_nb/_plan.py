@@ -33,7 +33,7 @@ from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
 from ._warehouse import TABLE_TYPES, is_system_column, json_value_sql
 
-__all__ = ["Plan", "Unplannable", "plan", "plan_sql", "run"]
+__all__ = ["Plan", "Unplannable", "plan", "run"]
 
 _WHOLE = ("", ".")
 _TOP_FIELDS = {"userId": "user_id", "anonymousId": "anonymous_id", "messageId": "message_id",
@@ -533,7 +533,6 @@ def aggregate_sql(p: Plan, kev) -> dict:
                 if tm.slots or tm.event_src.kind == "absent"}
     counted: dict[int, str] = {ti: "static" for ti in static_t}
     aggs, unpivot, dyn = [], [], []
-    dyn_counts: dict[int, list[str]] = {}
 
     def counts_for(mi: int, tms, tis: set) -> list[str]:
         tms = [(ti, tm) for ti, tm in tms if ti in tis]

@@ -1,7 +1,6 @@
 """The analyst notebooks run top to bottom on the bundled data (nbclient, never written back)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
