@@ -202,10 +202,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
 
 
 def _skipped(con, events: str, cfg) -> tuple[dict[str, int], int]:
-    objects = f"(SELECT * FROM ({objects_query(events, cfg)}))"
-    rows = con.execute(_receiver.issues_sql(objects)).fetchall()
-    n = con.execute(f"SELECT count(*) FROM {objects}").fetchall()[0][0]
-    return {reason: int(count) for reason, count in rows}, int(n)
+    # one scan of the received objects counts them and every skip reason
+    n, *counts = con.execute(
+        _receiver.issues_sql(f"({objects_query(events, cfg)})")).fetchall()[0]
+    return {reason: int(c) for reason, c in zip(_receiver.ISSUES, counts)}, int(n)
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:

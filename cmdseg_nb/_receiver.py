@@ -26,6 +26,7 @@ import orjson
 from ._db import json_path
 
 __all__ = [
+    "ISSUES",
     "RULES",
     "assignments_sql",
     "receive",
@@ -180,19 +181,27 @@ def assignments_sql(objects: str, *, null_clears: bool = True) -> str:
               AND json_extract_string(o.p, {upe}) <> ''"""
 
 
-def issues_sql(objects: str) -> str:
-    """SQL counting, over ``objects`` (columns ``p``, ``uid``), what the rules skipped, by reason.
+#: Reasons a received object (or one of its keys) made nothing, as counted by :func:`issues_sql`.
+ISSUES = ("no_user_id", "empty_user_property_name", "invalid_user_property_event")
 
-    Result columns: ``reason`` VARCHAR, ``count`` BIGINT (reasons with a zero count included).
+
+def issues_sql(objects: str) -> str:
+    """SQL counting, over ``objects`` (columns ``p``, ``uid``), in one scan, the received
+    objects and what the rules skipped.
+
+    One row; columns ``objects`` BIGINT (all received objects), then one BIGINT per reason of
+    :data:`ISSUES` (zero counts included).
     """
     upe = json_path("user_property_event")
     empty = json_path(PREFIX)
     return f"""
-        SELECT 'no_user_id' AS reason, count(*) FILTER (WHERE uid IS NULL) AS count FROM {objects}
-        UNION ALL
-        SELECT 'empty_user_property_name', count(*) FILTER (
-            WHERE uid IS NOT NULL AND json_type(p) = 'OBJECT' AND json_exists(p, {empty})) FROM {objects}
-        UNION ALL
-        SELECT 'invalid_user_property_event', count(*) FILTER (
-            WHERE uid IS NOT NULL AND json_type(p) = 'OBJECT' AND json_exists(p, {upe})
-              AND (json_type(p, {upe}) <> 'VARCHAR' OR json_extract_string(p, {upe}) = '')) FROM {objects}"""
+        SELECT count(*) AS objects,
+               count(*) FILTER (WHERE uid IS NULL) AS no_user_id,
+               count(*) FILTER (WHERE uid IS NOT NULL AND json_type(p) = 'OBJECT'
+                                AND json_exists(p, {empty})) AS empty_user_property_name,
+               count(*) FILTER (WHERE uid IS NOT NULL AND json_type(p) = 'OBJECT'
+                                AND json_exists(p, {upe})
+                                AND (json_type(p, {upe}) <> 'VARCHAR'
+                                     OR json_extract_string(p, {upe}) = ''))
+                   AS invalid_user_property_event
+        FROM {objects}"""

@@ -96,6 +96,7 @@ def test_assignments_sql_agrees_with_receive():
             ranked = sorted(assigns, key=lambda a: (_receiver.RULES.index(a[2]), a[0]))
             want.extend((i, uid, prop, v, rule) for prop, v, rule in ranked)
         assert got == want
-    issues = dict(con.execute(_receiver.issues_sql(rel)).fetchall())
-    assert issues == {"no_user_id": 2, "empty_user_property_name": 1,
-                      "invalid_user_property_event": 1}
+    n, *counts = con.execute(_receiver.issues_sql(rel)).fetchall()[0]
+    assert n == len(objs)
+    assert dict(zip(_receiver.ISSUES, counts)) == {"no_user_id": 2, "empty_user_property_name": 1,
+                                                   "invalid_user_property_event": 1}
