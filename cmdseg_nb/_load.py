@@ -27,6 +27,7 @@ from ._warehouse import (
     is_system_column,
     json_value_sql,
     nested_object_sql,
+    non_empty_sql,
     object_sql,
 )
 
@@ -507,7 +508,7 @@ def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dic
         ("previousId", j(col("previous_id"))),
         ("traits", traits_sql),
         ("properties", props_sql),
-        ("context", f"CASE WHEN CAST({context_sql} AS VARCHAR) = '{{}}' THEN NULL ELSE {context_sql} END"),
+        ("context", non_empty_sql(context_sql)),
         ("timestamp", _iso(ts)),
         ("originalTimestamp", _iso(ots)),
         ("sentAt", _iso(sat)),

@@ -27,6 +27,7 @@ __all__ = [
     "TABLE_TYPES",
     "context_path",
     "json_value_sql",
+    "non_empty_sql",
     "object_sql",
 ]
 
@@ -147,6 +148,12 @@ def object_sql(entries: list[tuple[str, str]]) -> str:
             f"lambda x: x.v IS NOT NULL))) AS JSON)")
 
 
+def non_empty_sql(obj_sql: str) -> str:
+    """SQL NULL ("not sent") when the JSON object ``obj_sql`` is empty, else the object; the
+    object is built once (a CASE naming it twice would build it twice per row)."""
+    return f"CAST(NULLIF(CAST({obj_sql} AS VARCHAR), '{{}}') AS JSON)"
+
+
 def nested_object_sql(entries: list[tuple[tuple[str, ...], str]]) -> str:
     """Like :func:`object_sql` for nested paths: ``(("page", "url"), sql)`` -> ``{"page": {"url": ...}}``.
 
@@ -169,7 +176,7 @@ def nested_object_sql(entries: list[tuple[tuple[str, ...], str]]) -> str:
     for key, is_group in order:
         if is_group:
             inner = nested_object_sql(groups[key])
-            out.append((key, f"CASE WHEN CAST({inner} AS VARCHAR) = '{{}}' THEN NULL ELSE {inner} END"))
+            out.append((key, non_empty_sql(inner)))
         else:
             out.append((key, leaf_map[key]))
     return object_sql(out)
