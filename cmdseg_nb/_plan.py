@@ -31,6 +31,7 @@ import pandas as pd
 from . import _receiver
 from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
+from ._frame import empty_long, long_frame
 from ._warehouse import TABLE_TYPES, is_system_column, json_value_sql
 
 __all__ = ["Plan", "Unplannable", "plan", "run"]
@@ -600,25 +601,6 @@ def aggregate_sql(p: Plan, kev) -> dict:
             "cells": cells}
 
 
-def frame(con, sql: str) -> pd.DataFrame:
-    """Run a SELECT of the long table's columns; the frame ``_properties._tidy`` would make
-    (object columns with None for NULL, ``updated_at`` datetime64[us, UTC]), built from Arrow
-    (about twice as fast as ``.df()`` followed by the conversions)."""
-    import numpy as np
-    import pyarrow as pa
-    rel = con.sql(sql)
-    tb = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    cols = {}
-    for name, col in zip(tb.column_names, tb.columns):
-        if name == "updated_at":
-            ts = col.cast(pa.timestamp("us", tz="UTC")) if col.type != pa.null() else col
-            cols[name] = pd.Series(ts.to_pandas(), dtype="datetime64[us, UTC]")
-        else:
-            cols[name] = pd.Series(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object),
-                                   dtype=object)
-    return pd.DataFrame(cols).reset_index(drop=True)
-
-
 def _names(mapping_names: list[str]) -> str:
     return "CASE mapping_index " + " ".join(
         f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(mapping_names)) + " END"
@@ -689,13 +671,10 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
         except small ``SELECT DISTINCT`` look-ups of event names for triggers).
     """
     from ._load import table_selects
-    from ._properties import _tidy
     p = plan(export, config, null_clears=null_clears)
     con = export.con
-    cols = ["user_id", "property", "value", "value_type", "updated_at", "message_id", "rule", "mapping"]
-    empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in cols})
     if not any(tp.mappings for tp in p.tables):
-        df = _tidy(empty)
+        df = empty_long()
         df.attrs["skipped"] = {"no_user_id": 0, "empty_user_property_name": 0,
                                "invalid_user_property_event": 0}
         df.attrs["objects"] = 0
@@ -708,7 +687,7 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
             with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_TEMP[-1]} AS {selects['tracks']}")
             selects["tracks"] = f"SELECT * FROM {_TEMP[-1]}"
-        df, counts = _execute(con, p, selects, export, empty)
+        df, counts = _execute(con, p, selects, export)
     except CmdsegError as exc:
         if _OUT_OF_RANGE in str(exc):
             raise Unplannable("event times outside 1830-2110 or over 1023 events at one instant") from None
@@ -730,8 +709,7 @@ _TEMP = ("cmdseg_plan_special", "cmdseg_plan_special_rows", "cmdseg_plan_slow", 
          "cmdseg_plan_ranks", "cmdseg_plan_win", "cmdseg_plan_tracks")
 
 
-def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
-    from ._properties import _tidy
+def _execute(con, p: Plan, selects: dict, export):
     sp, sr, slow, agg, ties, dyn, _h, _g, ranks, win, _tk = _TEMP
     lean = _union(_lean_selects(p, selects, export.tables))
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
@@ -827,6 +805,6 @@ def _execute(con, p: Plan, selects: dict, export, empty: pd.DataFrame):
             for prop, _ak, sql in q["unpivot"]:
                 sql = sql.replace("FROM agg AS a JOIN win AS w", f"FROM {agg} AS a JOIN {win} AS w")
                 (direct if seen[prop] == 1 and prop not in dyn_names else contested).append(sql)
-        df = frame(con, winners_sql(p, direct, contested)) if direct or contested else _tidy(empty)
+        df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
         counts = list(zip(names, counts))
     return df, counts

@@ -20,7 +20,8 @@ import pandas as pd
 from . import _receiver
 from ._db import duckdb_errors, ident, json_path, sql_str
 from ._errors import CmdsegError
-from ._plan import _K_TIME, _OUT_OF_RANGE, _TIE_ORDER, Unplannable, _k_time, _mid, _names, frame
+from ._frame import long_frame
+from ._plan import _K_TIME, _OUT_OF_RANGE, _TIE_ORDER, Unplannable, _k_time, _mid, _names
 from ._warehouse import object_sql
 
 __all__ = ["run"]
@@ -144,13 +145,12 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
 
 def run(export, cfg, *, null_clears: bool = True) -> pd.DataFrame:
     """The long user-property table of raw events by one pass over the files."""
-    from ._properties import _tidy
     if export.tables or not export.raw_files:
         raise Unplannable("not a raw-events export")
     ms = _analyse(cfg)
     con = export.con
     try:
-        return _run(con, export, cfg, ms, null_clears, _tidy)
+        return _run(con, export, cfg, ms, null_clears)
     except CmdsegError as exc:
         if _OUT_OF_RANGE in str(exc):
             raise Unplannable("event times outside 1830-2110") from None
@@ -175,7 +175,7 @@ def _types_in_play(cfg) -> list[str]:
     return sorted(out)
 
 
-def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
+def _run(con, export, cfg, ms, null_clears) -> pd.DataFrame:
     lean, sp, hsh, md5t, slow, ties, ranks, asg = _TEMP
     types = _types_in_play(cfg)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
@@ -290,7 +290,7 @@ def _run(con, export, cfg, ms, null_clears, _tidy) -> pd.DataFrame:
                         FROM (SELECT *, {w} AS w FROM ({' UNION ALL '.join(parts)}))
                         GROUP BY uid, property))
             ORDER BY user_id, property"""
-        df = frame(con, sql)
+        df = long_frame(con, sql)
         tot = [0, 0, 0, 0]
         for c in counts:
             for j, v in enumerate(con.execute(c).fetchall()[0]):

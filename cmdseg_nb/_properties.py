@@ -19,6 +19,7 @@ import pandas as pd
 from . import _receiver
 from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
+from ._frame import long_frame
 
 __all__ = ["LONG_COLUMNS", "PlanError", "explain", "to_wide", "user_properties", "assignments_query"]
 
@@ -193,9 +194,8 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears)
     with duckdb_errors("running the mapping query failed", CmdsegError):
-        df = con.execute(sql).df()
+        df = long_frame(con, sql)
         skipped, objects = _skipped(con, events, cfg)
-    df = _tidy(df)
     df.attrs["skipped"] = skipped
     df.attrs["objects"] = objects
     return df
@@ -206,16 +206,6 @@ def _skipped(con, events: str, cfg) -> tuple[dict[str, int], int]:
     n, *counts = con.execute(
         _receiver.issues_sql(f"({objects_query(events, cfg)})")).fetchall()[0]
     return {reason: int(c) for reason, c in zip(_receiver.ISSUES, counts)}, int(n)
-
-
-def _tidy(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    for c in ("user_id", "property", "value", "value_type", "message_id", "rule", "mapping"):
-        if c in df:
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    if "updated_at" in df:
-        df["updated_at"] = pd.to_datetime(df["updated_at"], utc=True).astype("datetime64[us, UTC]")
-    return df.reset_index(drop=True)
 
 
 def explain(export, user_id: str, property: str, config=None, *, null_clears: bool = True) -> pd.DataFrame:
@@ -232,9 +222,8 @@ def explain(export, user_id: str, property: str, config=None, *, null_clears: bo
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears, winners_only=False)
     with duckdb_errors("running the lineage query failed", CmdsegError):
-        df = con.execute(f"SELECT * FROM ({sql}) WHERE user_id = ? AND property = ?",
-                         [user_id, property]).df()
-    return _tidy(df)
+        return long_frame(con, f"SELECT * FROM ({sql}) WHERE user_id = ? AND property = ?",
+                          [user_id, property])
 
 
 def to_wide(long_df: pd.DataFrame) -> pd.DataFrame:

@@ -6,10 +6,11 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from cmdseg_nb import load_export, user_properties
-from cmdseg_nb._properties import _tidy
+from cmdseg_nb._frame import to_frame
 from cmdseg_nb._to_sql import to_sql
 
 # pyspark 4 on pandas 3: its own compatibility notices, not ours
@@ -60,7 +61,7 @@ def test_spark_output_gives_the_user_properties_table(spark, rudder, config):
     sql = to_sql(config, "spark", schema=rudder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        got = _tidy(spark.sql(sql).toPandas())
+        got = to_frame(pa.Table.from_pandas(spark.sql(sql).toPandas(), preserve_index=False))
     want = user_properties(rudder, config)
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want)

@@ -9,7 +9,7 @@ import pytest
 import sqlglot
 
 from cmdseg_nb import load_export, user_properties
-from cmdseg_nb._properties import _tidy
+from cmdseg_nb._frame import long_frame
 from cmdseg_nb._to_sql import DIALECTS, ToSqlError, to_sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def rudder():
 
 @CONFIGS
 def test_duckdb_output_gives_the_user_properties_table(rudder, config):
-    got = _tidy(rudder.con.execute(to_sql(config, "duckdb", schema=rudder)).df())
+    got = long_frame(rudder.con, to_sql(config, "duckdb", schema=rudder))
     want = user_properties(rudder, config)
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want)
