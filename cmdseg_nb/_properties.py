@@ -181,9 +181,9 @@ def user_properties(export, config=None, *, null_clears: bool = True,
         from ._load import Export
         if not isinstance(export, Export):
             raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
-        from . import _plan_raw
+        from . import _plan_raw, _plan_run
         reasons = []
-        for runner in (_plan.run, _plan_raw.run):
+        for runner in (_plan_run.run, _plan_raw.run):
             try:
                 return runner(export, cfg, null_clears=null_clears)
             except _plan.Unplannable as exc:

@@ -1,0 +1,487 @@
+"""Running a warehouse :class:`~cmdseg_nb._plan.Plan` in DuckDB: the fast path's queries.
+
+The plan says, per table, which cells become which properties. The queries here compute the
+long table with few passes over the files and no sort of all events:
+
+1. **Duplicates.** One grouping of ``hash(message_id)`` over every planned table finds the ids
+   seen more than once. Their rows (and rows without an id) are the *special* rows: they are
+   de-duplicated per ``(type, message id)`` exactly as the loader does (latest ``received_at``;
+   the loader's hash of the rebuilt event where copies tied on ``received_at`` differ). Every
+   other row is its event's only copy. A hash collision only makes a row special: still exact.
+2. **Latest time per user and slot.** ``k`` is the event time in microseconds (one BIGINT; no
+   event time sorts lowest). One aggregation per user keeps ``max(k)`` of every static slot
+   (a trait column, a ``user_property.*`` cell), one per (user, event name) for
+   ``user_property_event``, and the counts of received objects and skip reasons.
+3. **Candidates.** The events whose ``(user, k)`` is one of those maxima are read again (a
+   semi join: few rows) and ranked per user by the full which-value-wins order (``k``, then
+   ``original_timestamp``, ``received_at``, message id, event hash). Every event that ties
+   with a winner on ``k`` is a candidate, so the rank settles ties exactly.
+4. **Winners.** Per user and slot the highest-ranked candidate holding the cell wins; its
+   value, time and message id are read from the candidate row, the slots are unpivoted, and
+   property names set by several slots or mappings compete by (rank, mapping, rule 5).
+
+Pure SQL generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import _receiver
+from ._db import duckdb_errors, ident, sql_str
+from ._errors import CmdsegError
+from ._frame import empty_long, long_frame
+from ._plan import _FLOAT, Plan, Src, _leaves, _names, plan
+from ._warehouse import TABLE_TYPES, json_value_sql
+
+__all__ = ["run"]
+
+#: Which-value-wins order, first part: the event time in microseconds as one BIGINT. No time
+#: sorts below every time, -infinity just above it, infinity above every finite time.
+_KEY = ("(CASE WHEN event_time IS NULL THEN -9223372036854775807 "
+        "WHEN event_time = '-infinity'::TIMESTAMPTZ THEN -9223372036854775806 "
+        "WHEN event_time = 'infinity'::TIMESTAMPTZ THEN 9223372036854775807 "
+        "ELSE epoch_us(event_time) END)")
+#: The rest of the order, for events sharing ``k`` (ascending: the last one wins).
+_RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
+               "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
+
+_TEMP = ("cmdseg_plan_dups", "cmdseg_plan_special_rows", "cmdseg_plan_hash_ids", "cmdseg_plan_slow",
+         "cmdseg_plan_agg", "cmdseg_plan_dyn", "cmdseg_plan_keys", "cmdseg_plan_cand",
+         "cmdseg_plan_win", "cmdseg_plan_tracks")
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL of cells and receiver rules over a table's select
+
+
+def _cell(src: Src) -> str:
+    """SQL of the raw value (typed; JSON for ``if``) of a source in a table's select."""
+    if src.kind == "if":
+        c, a, b = src.parts
+        ja = _to_json(a, _cell(a)) if a.kind != "absent" else "NULL"
+        jb = _to_json(b, _cell(b)) if b.kind != "absent" else "NULL"
+        return (f"CASE WHEN {_present(c)} THEN CASE WHEN {_present(a)} THEN {ja} END "
+                f"ELSE CASE WHEN {_present(b)} THEN {jb} END END")
+    if src.kind == "col":
+        return ident(f"col:{src.dtype}:{src.name}")
+    if src.kind == "field":
+        return ident(src.name)
+    if src.kind == "lit":
+        return "NULL"
+    return "NULL"
+
+
+def _present(src: Src) -> str:
+    """SQL: the key is in the received object (not "not sent")."""
+    if src.kind == "absent":
+        return "FALSE"
+    if src.kind == "lit":
+        return "TRUE"
+    if src.kind == "if":
+        c, a, b = src.parts
+        return f"(CASE WHEN {_present(c)} THEN {_present(a)} ELSE {_present(b)} END)"
+    c = _cell(src)
+    if src.kind == "col" and src.dtype in _FLOAT:
+        return f"({c} IS NOT NULL AND isfinite({c}))"
+    return f"({c} IS NOT NULL)"
+
+
+def _to_json(src: Src, expr: str) -> str:
+    """SQL JSON of a (non-NULL) value of ``src`` held in ``expr``."""
+    if src.kind == "lit":
+        return f"CAST({sql_str(_receiver.json_text(src.value))} AS JSON)"
+    if src.kind == "field":
+        return f"to_json({expr})"
+    if src.kind == "if":
+        return expr
+    return json_value_sql("\0", src.dtype).replace(ident("\0"), expr)
+
+
+def _uid_sql(src: Src) -> str:
+    """Receiver rule 1 over a text source (a string is kept unless blank)."""
+    if src.kind == "absent":
+        return "CAST(NULL AS VARCHAR)"
+    if src.kind == "lit":
+        u = _receiver.normalize_user_id(src.value)
+        return sql_str(u) if u is not None else "CAST(NULL AS VARCHAR)"
+    s = _cell(src)
+    return (f"CASE WHEN {s} IS NULL THEN NULL WHEN unicode({s}) > 32 AND unicode({s}) NOT IN "
+            f"(133, 160, 5760, 8232, 8233, 8239, 8287, 12288) AND NOT (unicode({s}) BETWEEN 8192 AND 8202) "
+            f"THEN {s} WHEN regexp_full_match({s}, '{_receiver._WS}') THEN NULL ELSE {s} END")
+
+
+def _event_ok(src: Src) -> str:
+    """SQL: P.user_property_event is a non-empty string."""
+    if src.kind == "absent":
+        return "FALSE"
+    if src.kind == "lit":
+        return "TRUE" if isinstance(src.value, str) and src.value != "" else "FALSE"
+    return f"({_cell(src)} IS NOT NULL AND {_cell(src)} <> '')"
+
+
+def _event_name(src: Src) -> str:
+    return sql_str(src.value) if src.kind == "lit" else _cell(src)
+
+
+def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bool = False,
+                  only: set | None = None) -> list[str]:
+    """One SELECT per table: ordering columns, uid, one trigger flag per mapping, cells read.
+
+    ``selects`` are ``_load.table_selects`` (lean or not) with the plan's passthrough; with
+    ``hashed`` they hold ``event_json`` and ``event_hash`` is the loader's hash of it.
+    """
+    uid = _uid_sql(p.uid)
+    out = []
+    for ti, tp in enumerate(p.tables):
+        if tp.name not in selects or (only is not None and ti not in only):
+            continue
+        cols = [f"{ti} AS _t", "message_id", "type", "received_at", "original_timestamp",
+                "COALESCE(timestamp, original_timestamp, received_at) AS event_time",
+                f"{_KEY.replace('event_time', 'COALESCE(timestamp, original_timestamp, received_at)')} AS k",
+                f"{uid if tp.mappings else 'CAST(NULL AS VARCHAR)'} AS uid",
+                "md5(CAST(event_json AS VARCHAR)) AS event_hash" if hashed
+                else "CAST(NULL AS VARCHAR) AS event_hash"]
+        for tm in tp.mappings:
+            cols.append(f"{tm.trigger} AS {ident(f'm{tm.mi}')}")
+        for name in sorted({x.name for tm in tp.mappings
+                            for x in _leaves([s.src for s in tm.slots] + [tm.event_src, tm.empty_key])
+                            if x.kind == "field"}):
+            if name not in ("message_id", "type"):
+                cols.append(ident(name))
+        if tp.mappings:
+            tbl = next(t for t in export_tables if t.name == tp.name)
+            cols += [f"{ident('col:' + c)} AS {ident(f'col:{tbl.types[c].upper()}:{c}')}"
+                     for c in tp.columns]
+        out.append(f"SELECT {', '.join(cols)} FROM ({selects[tp.name]})")
+    return out
+
+
+def _union(parts: list[str]) -> str:
+    return " UNION ALL BY NAME ".join(f"({x})" for x in parts) if parts else ""
+
+
+def _matched(p: Plan, only: set | None = None) -> str:
+    flags = [ident(f"m{tm.mi}") for ti, tp in enumerate(p.tables) for tm in tp.mappings
+             if only is None or ti in only]
+    return "(" + " OR ".join(f"COALESCE({f}, FALSE)" for f in dict.fromkeys(flags)) + ")"
+
+
+def _by_expr(pairs: list[tuple[int, str]]) -> str:
+    """SQL choosing, per table index ``_t``, one of a few expressions (one CASE at most)."""
+    groups: dict[str, list[int]] = {}
+    for ti, e in pairs:
+        groups.setdefault(e, []).append(ti)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "CASE " + " ".join(f"WHEN _t IN ({', '.join(map(str, tis))}) THEN {e}"
+                              for e, tis in groups.items()) + " END"
+
+
+def _in_tables(tis) -> str:
+    return f"_t IN ({', '.join(map(str, sorted(tis)))})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The mapping's slots: conditions, counts
+
+
+def _by_mapping(p: Plan) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for ti, tp in enumerate(p.tables):
+        for tm in tp.mappings:
+            out.setdefault(tm.mi, []).append((ti, tm))
+    return out
+
+
+def _counts(mi: int, tms) -> list[str]:
+    """Aggregates counting mapping ``mi``'s received objects and skip reasons in tables ``tms``."""
+    if not tms:
+        return []
+    m = f"{ident(f'm{mi}')} AND {_in_tables([ti for ti, _ in tms])}"
+    empty_p = _by_expr([(ti, _present(tm.empty_key)) for ti, tm in tms])
+    bad_ev = _by_expr([(ti, f"({_present(tm.event_src)} AND NOT {_event_ok(tm.event_src)})")
+                       for ti, tm in tms])
+    return [f"count(CASE WHEN {m} THEN 1 END) AS {ident(f'n_{mi}')}",
+            f"count(CASE WHEN {m} AND uid IS NULL THEN 1 END) AS {ident(f'nu_{mi}')}",
+            f"count(CASE WHEN {m} AND uid IS NOT NULL AND {empty_p} THEN 1 END) AS {ident(f'ne_{mi}')}",
+            f"count(CASE WHEN {m} AND uid IS NOT NULL AND {bad_ev} THEN 1 END) AS {ident(f'ni_{mi}')}"]
+
+
+def _alias(agg: str) -> str:
+    return agg.rsplit(" AS ", 1)[1].strip('"')
+
+
+def slots_of(p: Plan) -> dict:
+    """The static slots and ``user_property_event`` sources of a plan, with their SQL.
+
+    ``static``: list of ``(mi, rule, rank, prop, src, cond)``, one per distinct source of a
+    mapping (a source in several tables is one slot); ``cond`` is the SQL condition of an
+    event assigning it. ``dynamic``: list of ``(mi, tables, name_sql, cond)``. ``static_t``:
+    tables whose rows the static aggregation reads (tables with slots, or with nothing but
+    counts); ``counts``: per aggregation (``"static"`` or ``("dyn", mi)``) its count aggregates
+    (each table's objects are counted once).
+    """
+    static_t = {ti for ti, tp in enumerate(p.tables) for tm in tp.mappings
+                if tm.slots or tm.event_src.kind == "absent"}
+    counted: dict[int, object] = {ti: "static" for ti in static_t}
+    by_m = _by_mapping(p)
+    static, dynamic, counts = [], [], {"static": []}
+    for mi, tms in sorted(by_m.items()):
+        counts["static"] += _counts(mi, [(ti, tm) for ti, tm in tms if ti in static_t])
+        m = ident(f"m{mi}")
+        slots: dict[tuple, list[int]] = {}
+        for ti, tm in tms:
+            for sl in tm.slots:
+                slots.setdefault((sl.rule, sl.rank, sl.prop, sl.src), []).append(ti)
+        for (rule, rank, prop, src), tis in slots.items():
+            cond = f"{m} AND {_in_tables(tis)} AND uid IS NOT NULL AND {_present(src)}"
+            static.append((mi, rule, rank, prop, src, cond))
+        ev_tms = [(ti, tm) for ti, tm in tms if tm.event_src.kind != "absent"]
+        if ev_tms:
+            tis = {ti for ti, _ in ev_tms}
+            name = _by_expr([(ti, _event_name(tm.event_src)) for ti, tm in ev_tms])
+            ok = _by_expr([(ti, _event_ok(tm.event_src)) for ti, tm in ev_tms])
+            cond = f"{m} AND {_in_tables(tis)} AND uid IS NOT NULL AND {ok}"
+            dynamic.append((mi, tis, name, cond))
+            # the counts of tables no other aggregation reads, once
+            mine = {ti for ti in tis if counted.setdefault(ti, ("dyn", mi)) == ("dyn", mi)}
+            counts[("dyn", mi)] = [c for mj, tmj in sorted(by_m.items())
+                                   for c in _counts(mj, [(ti, tm) for ti, tm in tmj if ti in mine])]
+    return {"static": static, "dynamic": dynamic, "static_t": static_t, "counts": counts}
+
+
+def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str]:
+    """Rebuilt-event selects (with ``event_json``) of ``tables``; ``tracks`` keeps the twin filter."""
+    from ._load import _twin_filters, table_selects
+    by_name = {t.name: t for t in export.tables if t.event_type is not None}
+    pt = {tp.name: tp.columns for tp in p.tables}
+    out = {}
+    for name in tables:
+        t = by_name[name]
+        sel = table_selects([t], passthrough=pt)[0][1]
+        # read only the rows that need the hash: filter the files' rows before the rebuild
+        mid = f"t.{ident(t.columns['id' if 'id' in t.columns else 'message_id'])}" if (
+            "id" in t.columns or "message_id" in t.columns) else "NULL"
+        src = f"FROM {ident(t.view)} AS t"
+        assert sel.count(src) == 1
+        sel = sel.replace(src, f"FROM (SELECT * FROM {ident(t.view)} AS t WHERE {mid} IS NULL OR "
+                               f"CAST({mid} AS VARCHAR) IN (SELECT message_id FROM {ids})) AS t")
+        per_event = [t for t in by_name.values() if t.name not in TABLE_TYPES]
+        if name == "tracks" and per_event:
+            pe = " UNION ALL ".join(
+                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
+                for _n, q in table_selects(per_event, lean=True))
+            by_id, by_content = _twin_filters(pe)
+            sel = (f"SELECT * FROM ({sel}) AS w WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id}) "
+                   f"AND NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
+        out[name] = sel
+    return out
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
+    """The long user-property table by the planned path (see :func:`user_properties`).
+
+    Raises
+    ------
+    Unplannable
+        When the configuration or export needs the generic path (nothing has been run then,
+        except small ``SELECT DISTINCT`` look-ups of event names for triggers).
+    CmdsegError
+        When DuckDB fails to run a query (the message names the step).
+    """
+    from ._load import table_selects
+    p = plan(export, config, null_clears=null_clears)
+    con = export.con
+    if not any(tp.mappings for tp in p.tables):
+        df = empty_long()
+        df.attrs["skipped"] = {"no_user_id": 0, "empty_user_property_name": 0,
+                               "invalid_user_property_event": 0}
+        df.attrs["objects"] = 0
+        return df
+    selects = dict(table_selects([t for t in export.tables if t.event_type is not None],
+                                 passthrough={tp.name: tp.columns for tp in p.tables}, lean=True))
+    try:
+        if "tracks" in selects and any(tp.name == "tracks" for tp in p.tables):
+            # the twin anti-join against the per-event tables, once (usually few rows survive)
+            with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {_TEMP[-1]} AS {selects['tracks']}")
+            selects["tracks"] = f"SELECT * FROM {_TEMP[-1]}"
+        df, counts = _execute(con, p, selects, export)
+    finally:
+        for t in _TEMP + tuple(f"{_TEMP[5]}_{i}" for i in range(len(p.mapping_names))):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+    tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
+    for name, v in counts:
+        tot[name.split("_")[0]] += int(v or 0)
+    df.attrs["skipped"] = {"no_user_id": tot["nu"], "empty_user_property_name": tot["ne"],
+                           "invalid_user_property_event": tot["ni"]}
+    df.attrs["objects"] = tot["n"]
+    return df
+
+
+def _dedupe_special(con, p: Plan, export, sr: str) -> None:
+    """De-duplicate the special rows held in ``sr`` (rows whose id hash is in the duplicates,
+    and rows without id) into ``slow``, as the loader does: per (type, message id) the copy
+    received last. Where copies tied on received_at differ in a column the plan reads, or two
+    types share an id, the loader's hash of the rebuilt event decides: only those rows are read
+    again and rebuilt as JSON."""
+    _d, _c, hids, slow = _TEMP[:4]
+    row = "struct_pack(" + ", ".join(
+        f"{ident('c' + str(i))} := {ident(r[0])}"
+        for i, r in enumerate(con.execute(f"DESCRIBE {sr}").fetchall()) if r[0] != "special") + ")"
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {hids} AS
+        SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY type, message_id, received_at
+        HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
+        UNION SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY message_id
+        HAVING count(DISTINCT type) > 1""")
+    hashed = con.execute(f"SELECT DISTINCT _t FROM {sr} WHERE message_id IS NULL OR "
+                         f"message_id IN (SELECT message_id FROM {hids})").fetchall()
+    need = sorted(p.tables[r[0]].name for r in hashed)
+    rows = [f"SELECT * EXCLUDE (special) FROM {sr} WHERE message_id IS NOT NULL AND message_id NOT IN "
+            f"(SELECT message_id FROM {hids})"]
+    if need:
+        hsel = _slow_selects(export, p, need, hids)
+        for part in _lean_selects(p, hsel, export.tables, hashed=True):
+            rows.append(f"SELECT * FROM ({part}) WHERE message_id IS NULL OR message_id IN "
+                        f"(SELECT message_id FROM {hids})")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {slow} AS
+        SELECT * EXCLUDE (_dup) FROM (
+            SELECT *, row_number() OVER (PARTITION BY type, message_id
+                                         ORDER BY received_at DESC NULLS LAST, event_hash) AS _dup
+            FROM ({_union(rows)}))
+        WHERE _dup = 1 OR message_id IS NULL""")
+
+
+def _execute(con, p: Plan, selects: dict, export):
+    dups, scan, _h, slow, agg, dyn, keys, cand, win, _tk = _TEMP
+    lean = _union(_lean_selects(p, selects, export.tables))
+    s = slots_of(p)
+
+    def fast(tis) -> str:
+        """Matched rows of tables ``tis`` whose message id is seen once."""
+        part = _union(_lean_selects(p, selects, export.tables, only=tis))
+        return (f"(SELECT * FROM ({part}) WHERE message_id IS NOT NULL AND {_matched(p, tis)} "
+                f"AND hash(message_id) NOT IN (SELECT h FROM {dups}))")
+
+    names, counts = [], []
+
+    def add_counts(table: str, cols: list[str], *, rows: bool = False) -> None:
+        """Add the counts aggregated in ``table`` (or, with ``rows``, counted over its rows)."""
+        if cols:
+            names.extend(_alias(c) for c in cols)
+            sel = ", ".join(cols) if rows else ", ".join(f"sum({ident(_alias(c))})" for c in cols)
+            counts.extend(con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
+
+    with duckdb_errors("running the planned mapping query failed", CmdsegError):
+        # 1. ids seen more than once (by hash: a collision only makes a row special)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {dups} AS
+            SELECT hash(message_id) AS h FROM ({lean}) WHERE message_id IS NOT NULL
+            GROUP BY h HAVING count(*) > 1""")
+        # 2. over the rows seen once: the latest k per user and slot, per (user, event name)
+        ks = [f"max(CASE WHEN {cond} THEN k END) AS {ident(f'k{i}')}"
+              for i, (*_x, cond) in enumerate(s["static"])]
+        if ks or s["counts"]["static"]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT uid, "
+                        f"{', '.join(s['counts']['static'] + ks)} FROM {fast(s['static_t'])} GROUP BY uid")
+            add_counts(agg, s["counts"]["static"])
+        for mi, tis, name, cond in s["dynamic"]:
+            cnt = s["counts"][("dyn", mi)]
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi} AS
+                SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
+                       max(CASE WHEN {cond} THEN k END) AS k{''.join(', ' + c for c in cnt)}
+                FROM {fast(tis)} GROUP BY ALL""")
+            add_counts(f"{dyn}_{mi}", cnt)
+        maxima = []
+        if ks:
+            maxima.append(f"SELECT uid, k FROM (UNPIVOT {agg} ON "
+                          f"{', '.join(ident(f'k{i}') for i in range(len(ks)))} INTO NAME s VALUE k)")
+        maxima += [f"SELECT uid, k FROM {dyn}_{mi} WHERE property IS NOT NULL"
+                   for mi, *_x in s["dynamic"]]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT DISTINCT uid, k FROM "
+                    f"({' UNION ALL '.join(maxima) or 'SELECT NULL AS uid, NULL AS k'}) WHERE uid IS NOT NULL")
+        # 3. one more scan: the rows at one of those (user, k), and the special rows (ids seen
+        #    more than once, or none), which are then de-duplicated
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {scan} AS
+            SELECT * FROM (SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {dups}))
+                                     AS special FROM ({lean})) AS e
+            WHERE special OR ({_matched(p)} AND EXISTS (
+                SELECT 1 FROM {keys} AS x WHERE x.uid = e.uid AND x.k = e.k))""")
+        _dedupe_special(con, p, export, f"(SELECT * FROM {scan} WHERE special)")
+        # the special rows kept count as received objects too
+        add_counts(slow, s["counts"]["static"], rows=True)
+        for mi, *_x in s["dynamic"]:
+            add_counts(slow, s["counts"][("dyn", mi)], rows=True)
+        # the candidates, ranked per user by the full which-value-wins order
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
+            SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_RANK_ORDER}) AS r FROM (
+                SELECT * EXCLUDE (special) FROM {scan} WHERE NOT special
+                UNION ALL BY NAME SELECT * FROM {slow} WHERE {_matched(p)})
+            WHERE uid IS NOT NULL""")
+        # 4. per user and slot, the highest-ranked candidate holding it
+        parts: dict[str, list[str]] = {}
+        if ks:
+            rs = [f"max(CASE WHEN {cond} THEN r END) AS {ident(f'r{i}')}"
+                  for i, (*_x, cond) in enumerate(s["static"])]
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT uid, {', '.join(rs)} "
+                        f"FROM {cand} GROUP BY uid")
+            for i, (mi, rule, rank, prop, src, _cond) in enumerate(s["static"]):
+                value = _to_json(src, _cell(src) if src.kind != "lit" else "NULL")  # cells of c
+                parts.setdefault(prop, []).append(f"""
+                    SELECT w.uid, {sql_str(prop)} AS property, w.{ident(f'r{i}')} AS r,
+                           {mi} AS mapping_index, {rank} AS rule_rank, {sql_str(rule)} AS rule,
+                           {value} AS value, c.event_time, c.message_id
+                    FROM {win} AS w JOIN {cand} AS c ON c.uid = w.uid AND c.r = w.{ident(f'r{i}')}""")
+        dynamic = []
+        for mi, tis, name, cond in s["dynamic"]:
+            dynamic.append(f"""
+                SELECT d.uid, d.property, d.r, {mi} AS mapping_index, 3 AS rule_rank,
+                       'user_property_event' AS rule, CAST('true' AS JSON) AS value,
+                       c.event_time, c.message_id
+                FROM (SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
+                             max(CASE WHEN {cond} THEN r END) AS r
+                      FROM {cand} WHERE {_in_tables(tis)} GROUP BY ALL) AS d
+                JOIN {cand} AS c ON c.uid = d.uid AND c.r = d.r
+                WHERE d.property IS NOT NULL""")
+        dyn_names = set()
+        if dynamic:
+            dyn_names = {r[0] for r in con.execute(" UNION ".join(
+                f"SELECT DISTINCT property FROM {dyn}_{mi} WHERE property IS NOT NULL"
+                for mi, *_x in s["dynamic"])).fetchall()}
+        direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in dyn_names for q in qs]
+        contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in dyn_names
+                     for q in qs] + dynamic
+        df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
+    return df, list(zip(names, counts))
+
+
+def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
+    """The long table: ``direct`` assignments are the only source of their property names;
+    ``contested`` ones compete per (user, property) by (rank, mapping index, rule rank)."""
+    names = _names(p.mapping_names)
+    value_type = _receiver.value_type_sql("json_type(value)")
+    parts = []
+    if direct:
+        parts.append(f"""
+            SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value,
+                   {value_type} AS value_type, event_time AS updated_at, message_id, rule,
+                   {names} AS mapping
+            FROM ({" UNION ALL ".join(direct)})""")
+    if contested:
+        # r < 2^40 candidates per user; the mapping index (< 5) and rule rank (< 4) below it
+        parts.append(f"""
+            SELECT uid AS user_id, property, CAST(x.value AS VARCHAR) AS value,
+                   {_receiver.value_type_sql('json_type(x.value)')} AS value_type,
+                   x.event_time AS updated_at, x.message_id, x.rule,
+                   {names.replace('mapping_index', 'x.mapping_index')} AS mapping
+            FROM (SELECT uid, property,
+                         arg_max(struct_pack(value := value, event_time := event_time,
+                                             message_id := message_id, rule := rule,
+                                             mapping_index := mapping_index),
+                                 r * 32 + mapping_index * 4 + rule_rank) AS x
+                  FROM ({" UNION ALL ".join(contested)}) GROUP BY uid, property)""")
+    return " UNION ALL ".join(f"({x})" for x in parts) + " ORDER BY user_id, property"
