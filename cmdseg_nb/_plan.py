@@ -291,7 +291,8 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
     tables = [t for t in export.tables if t.event_type is not None]
     if not tables:
         raise Unplannable("no event tables")
-    selects = (dict(table_selects(tables, lean=True)) if export.con is not None
+    # trigger look-ups read every tracks row (twins included: a superset of event names is harmless)
+    selects = (dict(table_selects(tables, lean=True, twins=False)) if export.con is not None
                else {t.name: "" for t in tables})
     out: list[TablePlan] = []
     for t in tables:

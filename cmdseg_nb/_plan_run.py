@@ -45,6 +45,44 @@ _KEY = ("(CASE WHEN event_time IS NULL THEN -9223372036854775807 "
 _RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
                "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 
+# A row of a (user, event name) group as one HUGEINT: k (clamped to +-2^61: a clamped time
+# only makes a group look tied), then hash(message id, table) ascending (_H1) or descending
+# (_H2). The two maxima are the same row exactly when one row holds the latest k (rows seen
+# once have distinct ids; two ids with one 64-bit hash would hide a tie: about 2^-64 per pair).
+_KC = "CAST(greatest(least(k, 2305843009213693952), -2305843009213693952) AS HUGEINT)"
+_H1 = f"({_KC} * 18446744073709551616 + CAST(hash(message_id, _t) AS HUGEINT))"
+_H2 = f"({_KC} * 18446744073709551616 + CAST(18446744073709551615 - hash(message_id, _t) AS HUGEINT))"
+_SETTLED = ("h1 + h2 = (CAST(greatest(least(k, 2305843009213693952), -2305843009213693952) AS HUGEINT)"
+            " * 2 + 1) * 18446744073709551616 - 1")
+
+
+def _time_of(k: str) -> str:
+    """The event time held in ``k`` (see :data:`_KEY`)."""
+    return (f"CASE WHEN {k} = -9223372036854775807 THEN NULL "
+            f"WHEN {k} = -9223372036854775806 THEN '-infinity'::TIMESTAMPTZ "
+            f"WHEN {k} = 9223372036854775807 THEN 'infinity'::TIMESTAMPTZ "
+            f"ELSE CAST(make_timestamp({k}) AS TIMESTAMPTZ) END")
+
+
+def _collisions(con, s: dict, dyn: str) -> set[str]:
+    """Event names of ``user_property_event`` that another slot or mapping also sets."""
+    seen: dict[str, int] = {}
+    for _mi, _r, _rank, prop, _src, _c in s["static"]:
+        seen[prop] = 1
+    out = set()
+    for mi, *_x in s["dynamic"]:
+        for (name,) in con.execute(f"SELECT DISTINCT property FROM {dyn}_{mi} "
+                                   f"WHERE property IS NOT NULL").fetchall():
+            if name in seen:
+                out.add(name)
+            seen[name] = 1
+    return out
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join(sql_str(v) for v in values) + "]::VARCHAR[]"
+
+
 _TEMP = ("cmdseg_plan_dups", "cmdseg_plan_special_rows", "cmdseg_plan_hash_ids", "cmdseg_plan_slow",
          "cmdseg_plan_agg", "cmdseg_plan_dyn", "cmdseg_plan_keys", "cmdseg_plan_cand",
          "cmdseg_plan_win", "cmdseg_plan_tracks")
@@ -193,11 +231,12 @@ def _by_mapping(p: Plan) -> dict[int, list]:
     return out
 
 
-def _counts(mi: int, tms) -> list[str]:
-    """Aggregates counting mapping ``mi``'s received objects and skip reasons in tables ``tms``."""
+def _counts(mi: int, tms, extra: str = "") -> list[str]:
+    """Aggregates counting mapping ``mi``'s received objects and skip reasons in tables ``tms``
+    (rows where ``extra`` holds, when given)."""
     if not tms:
         return []
-    m = f"{ident(f'm{mi}')} AND {_in_tables([ti for ti, _ in tms])}"
+    m = f"{ident(f'm{mi}')} AND {_in_tables([ti for ti, _ in tms])}{' AND ' + extra if extra else ''}"
     empty_p = _by_expr([(ti, _present(tm.empty_key)) for ti, tm in tms])
     bad_ev = _by_expr([(ti, f"({_present(tm.event_src)} AND NOT {_event_ok(tm.event_src)})")
                        for ti, tm in tms])
@@ -218,8 +257,8 @@ def slots_of(p: Plan) -> dict:
     mapping (a source in several tables is one slot); ``cond`` is the SQL condition of an
     event assigning it. ``dynamic``: list of ``(mi, tables, name_sql, cond)``. ``static_t``:
     tables whose rows the static aggregation reads (tables with slots, or with nothing but
-    counts); ``counts``: per aggregation (``"static"`` or ``("dyn", mi)``) its count aggregates
-    (each table's objects are counted once).
+    counts); ``counts``: the count aggregates of the static aggregation, and per ``("dyn", mi)`` the
+    ``(mapping, tables)`` whose objects it counts (each table's objects are counted once).
     """
     static_t = {ti for ti, tp in enumerate(p.tables) for tm in tp.mappings
                 if tm.slots or tm.event_src.kind == "absent"}
@@ -245,8 +284,8 @@ def slots_of(p: Plan) -> dict:
             dynamic.append((mi, tis, name, cond))
             # the counts of tables no other aggregation reads, once
             mine = {ti for ti in tis if counted.setdefault(ti, ("dyn", mi)) == ("dyn", mi)}
-            counts[("dyn", mi)] = [c for mj, tmj in sorted(by_m.items())
-                                   for c in _counts(mj, [(ti, tm) for ti, tm in tmj if ti in mine])]
+            counts[("dyn", mi)] = [(mj, [(ti, tm) for ti, tm in tmj if ti in mine])
+                                   for mj, tmj in sorted(by_m.items())]
     return {"static": static, "dynamic": dynamic, "static_t": static_t, "counts": counts}
 
 
@@ -304,16 +343,15 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
         df.attrs["objects"] = 0
         return df
     selects = dict(table_selects([t for t in export.tables if t.event_type is not None],
-                                 passthrough={tp.name: tp.columns for tp in p.tables}, lean=True))
+                                 passthrough={tp.name: tp.columns for tp in p.tables}, lean=True,
+                                 twins=False))
     try:
         if "tracks" in selects and any(tp.name == "tracks" for tp in p.tables):
-            # the twin anti-join against the per-event tables, once (usually few rows survive)
             with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {_TEMP[-1]} AS {selects['tracks']}")
-            selects["tracks"] = f"SELECT * FROM {_TEMP[-1]}"
+                selects["tracks"] = _tracks_without_twins(con, export, selects["tracks"])
         df, counts = _execute(con, p, selects, export)
     finally:
-        for t in _TEMP + tuple(f"{_TEMP[5]}_{i}" for i in range(len(p.mapping_names))):
+        for t in _TEMP + (f"{_TEMP[-1]}_id",) + tuple(f"{_TEMP[5]}_{i}{r}" for i in range(len(p.mapping_names)) for r in ("", "_r")):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
     for name, v in counts:
@@ -322,6 +360,31 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
                            "invalid_user_property_event": tot["ni"]}
     df.attrs["objects"] = tot["n"]
     return df
+
+
+def _tracks_without_twins(con, export, tracks: str) -> str:
+    """The ``tracks`` rows without a twin in a per-event table, as the loader keeps them (see
+    ``_load.table_selects``), held in a temporary table; returns a SELECT of it.
+
+    The match on id runs first; the match on content only over the rows it leaves (usually
+    none: Segment's twins share their id), so the per-event tables' content is hashed only
+    when needed."""
+    from ._load import _twin_filters, table_selects
+    per_event = [t for t in export.tables if t.event_type is not None and t.name not in TABLE_TYPES]
+    if not per_event:
+        return tracks
+    pe = " UNION ALL ".join(
+        f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
+        for _n, q in table_selects(per_event, lean=True))
+    by_id, by_content = _twin_filters(pe)
+    t, left = _TEMP[-1], f"{_TEMP[-1]}_id"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {left} AS SELECT * FROM ({tracks}) AS w "
+                f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})")
+    if con.execute(f"SELECT count(*) FROM {left}").fetchall()[0][0]:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {left} AS w "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
+        return f"SELECT * FROM {t}"
+    return f"SELECT * FROM {left}"
 
 
 def _dedupe_special(con, p: Plan, export, sr: str) -> None:
@@ -389,19 +452,35 @@ def _execute(con, p: Plan, selects: dict, export):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT uid, "
                         f"{', '.join(s['counts']['static'] + ks)} FROM {fast(s['static_t'])} GROUP BY uid")
             add_counts(agg, s["counts"]["static"])
+        # per (user, event name), over every matched row with a flag for the special ones: the
+        # latest k of the rows seen once, the message id there, and whether it is settled. It is
+        # not when two rows share that k (two maxima, by hash ascending and descending, differ),
+        # when a special row is as late, or when the name is also set by another slot: those
+        # groups are settled among the candidates (step 3), the others need nothing more.
         for mi, tis, name, cond in s["dynamic"]:
-            cnt = s["counts"][("dyn", mi)]
+            cnt = [c for mj, tms in s["counts"][("dyn", mi)] for c in _counts(mj, tms, "NOT special")]
+            fk = f"CASE WHEN {cond} AND NOT special THEN"
+            part = _union(_lean_selects(p, selects, export.tables, only=tis))
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi} AS
                 SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
-                       max(CASE WHEN {cond} THEN k END) AS k{''.join(', ' + c for c in cnt)}
-                FROM {fast(tis)} GROUP BY ALL""")
+                       max({fk} k END) AS k, max({fk} {_H1} END) AS h1, max({fk} {_H2} END) AS h2,
+                       arg_max(message_id, {fk} {_H1} END) AS mid,
+                       max(CASE WHEN {cond} AND special THEN k END) AS ks{''.join(', ' + c for c in cnt)}
+                FROM (SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {dups}))
+                                AS special FROM ({part}) WHERE {_matched(p, tis)})
+                GROUP BY ALL""")
             add_counts(f"{dyn}_{mi}", cnt)
+        collide = _collisions(con, s, dyn)
+        for mi, *_x in s["dynamic"]:
+            names_in = (f"list_contains({_sql_list(sorted(collide))}, property)" if collide else "FALSE")
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi}_r AS
+                SELECT uid, property, k FROM {dyn}_{mi} WHERE property IS NOT NULL
+                AND (k IS NULL OR NOT ({_SETTLED}) OR ks >= k OR {names_in})""")
         maxima = []
         if ks:
             maxima.append(f"SELECT uid, k FROM (UNPIVOT {agg} ON "
                           f"{', '.join(ident(f'k{i}') for i in range(len(ks)))} INTO NAME s VALUE k)")
-        maxima += [f"SELECT uid, k FROM {dyn}_{mi} WHERE property IS NOT NULL"
-                   for mi, *_x in s["dynamic"]]
+        maxima += [f"SELECT uid, k FROM {dyn}_{mi}_r WHERE k IS NOT NULL" for mi, *_x in s["dynamic"]]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT DISTINCT uid, k FROM "
                     f"({' UNION ALL '.join(maxima) or 'SELECT NULL AS uid, NULL AS k'}) WHERE uid IS NOT NULL")
         # 3. one more scan: the rows at one of those (user, k), and the special rows (ids seen
@@ -415,7 +494,8 @@ def _execute(con, p: Plan, selects: dict, export):
         # the special rows kept count as received objects too
         add_counts(slow, s["counts"]["static"], rows=True)
         for mi, *_x in s["dynamic"]:
-            add_counts(slow, s["counts"][("dyn", mi)], rows=True)
+            add_counts(slow, [c for mj, tms in s["counts"][("dyn", mi)] for c in _counts(mj, tms)],
+                       rows=True)
         # the candidates, ranked per user by the full which-value-wins order
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
             SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_RANK_ORDER}) AS r FROM (
@@ -436,25 +516,33 @@ def _execute(con, p: Plan, selects: dict, export):
                            {mi} AS mapping_index, {rank} AS rule_rank, {sql_str(rule)} AS rule,
                            {value} AS value, c.event_time, c.message_id
                     FROM {win} AS w JOIN {cand} AS c ON c.uid = w.uid AND c.r = w.{ident(f'r{i}')}""")
-        dynamic = []
+        dynamic = []  # (property names contested?, SQL)
         for mi, tis, name, cond in s["dynamic"]:
-            dynamic.append(f"""
-                SELECT d.uid, d.property, d.r, {mi} AS mapping_index, 3 AS rule_rank,
-                       'user_property_event' AS rule, CAST('true' AS JSON) AS value,
-                       c.event_time, c.message_id
+            head = (f"{mi} AS mapping_index, 3 AS rule_rank, 'user_property_event' AS rule, "
+                    f"CAST('true' AS JSON) AS value")
+            # the groups settled by step 2
+            dynamic.append((False, f"""
+                SELECT d.uid, d.property, NULL AS r, {head}, {_time_of('d.k')} AS event_time,
+                       d.mid AS message_id
+                FROM {dyn}_{mi} AS d ANTI JOIN {dyn}_{mi}_r AS x
+                     ON x.uid = d.uid AND x.property = d.property
+                WHERE d.property IS NOT NULL AND d.k IS NOT NULL"""))
+            # the others, among the candidates
+            dynamic.append((True, f"""
+                SELECT d.uid, d.property, d.r, {head}, c.event_time, c.message_id
                 FROM (SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
                              max(CASE WHEN {cond} THEN r END) AS r
                       FROM {cand} WHERE {_in_tables(tis)} GROUP BY ALL) AS d
                 JOIN {cand} AS c ON c.uid = d.uid AND c.r = d.r
-                WHERE d.property IS NOT NULL""")
-        dyn_names = set()
-        if dynamic:
-            dyn_names = {r[0] for r in con.execute(" UNION ".join(
-                f"SELECT DISTINCT property FROM {dyn}_{mi} WHERE property IS NOT NULL"
-                for mi, *_x in s["dynamic"])).fetchall()}
-        direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in dyn_names for q in qs]
-        contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in dyn_names
-                     for q in qs] + dynamic
+                SEMI JOIN {dyn}_{mi}_r AS x ON x.uid = d.uid AND x.property = d.property"""))
+        direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in collide for q in qs]
+        contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in collide for q in qs]
+        for via_cand, q in dynamic:
+            if via_cand and collide:
+                contested.append(q + f" WHERE list_contains({_sql_list(sorted(collide))}, d.property)")
+                direct.append(q + f" WHERE NOT list_contains({_sql_list(sorted(collide))}, d.property)")
+            else:
+                direct.append(q)
         df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
     return df, list(zip(names, counts))
 
