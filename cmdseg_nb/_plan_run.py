@@ -135,6 +135,26 @@ def _to_json(src: Src, expr: str) -> str:
     return json_value_sql("\0", src.dtype).replace(ident("\0"), expr)
 
 
+def _value_type(src: Src, value: str) -> str:
+    """SQL of the JSON type name of ``value`` (the JSON of ``src``): static where the source's
+    type fixes it, else read from the JSON."""
+    if src.kind == "lit":
+        return sql_str(_receiver.value_type(src.value))
+    if src.kind == "field":
+        return "'string'"
+    if src.kind == "col":
+        t = src.dtype.upper()
+        if t == "BOOLEAN":
+            return "'boolean'"
+        if t in _FLOAT or t.startswith("DECIMAL") or t in (
+                "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                "UINTEGER", "UBIGINT", "UHUGEINT"):
+            return "'number'"
+        if t.startswith("TIMESTAMP") or t == "DATE":
+            return "'string'"
+    return _receiver.value_type_sql(f"json_type({value})")
+
+
 def _uid_sql(src: Src) -> str:
     """Receiver rule 1 over a text source (a string is kept unless blank)."""
     if src.kind == "absent":
@@ -514,12 +534,13 @@ def _execute(con, p: Plan, selects: dict, export):
                 parts.setdefault(prop, []).append(f"""
                     SELECT w.uid, {sql_str(prop)} AS property, w.{ident(f'r{i}')} AS r,
                            {mi} AS mapping_index, {rank} AS rule_rank, {sql_str(rule)} AS rule,
-                           {value} AS value, c.event_time, c.message_id
+                           {value} AS value, {_value_type(src, value)} AS value_type,
+                           c.event_time, c.message_id
                     FROM {win} AS w JOIN {cand} AS c ON c.uid = w.uid AND c.r = w.{ident(f'r{i}')}""")
         dynamic = []  # (property names contested?, SQL)
         for mi, tis, name, cond in s["dynamic"]:
             head = (f"{mi} AS mapping_index, 3 AS rule_rank, 'user_property_event' AS rule, "
-                    f"CAST('true' AS JSON) AS value")
+                    f"CAST('true' AS JSON) AS value, 'boolean' AS value_type")
             # the groups settled by step 2
             dynamic.append((False, f"""
                 SELECT d.uid, d.property, NULL AS r, {head}, {_time_of('d.k')} AS event_time,
@@ -551,25 +572,22 @@ def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
     """The long table: ``direct`` assignments are the only source of their property names;
     ``contested`` ones compete per (user, property) by (rank, mapping index, rule rank)."""
     names = _names(p.mapping_names)
-    value_type = _receiver.value_type_sql("json_type(value)")
     parts = []
     if direct:
         parts.append(f"""
-            SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value,
-                   {value_type} AS value_type, event_time AS updated_at, message_id, rule,
-                   {names} AS mapping
+            SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value, value_type,
+                   event_time AS updated_at, message_id, rule, {names} AS mapping
             FROM ({" UNION ALL ".join(direct)})""")
     if contested:
         # r < 2^40 candidates per user; the mapping index (< 5) and rule rank (< 4) below it
         parts.append(f"""
-            SELECT uid AS user_id, property, CAST(x.value AS VARCHAR) AS value,
-                   {_receiver.value_type_sql('json_type(x.value)')} AS value_type,
+            SELECT uid AS user_id, property, CAST(x.value AS VARCHAR) AS value, x.value_type,
                    x.event_time AS updated_at, x.message_id, x.rule,
                    {names.replace('mapping_index', 'x.mapping_index')} AS mapping
             FROM (SELECT uid, property,
-                         arg_max(struct_pack(value := value, event_time := event_time,
-                                             message_id := message_id, rule := rule,
-                                             mapping_index := mapping_index),
+                         arg_max(struct_pack(value := value, value_type := value_type,
+                                             event_time := event_time, message_id := message_id,
+                                             rule := rule, mapping_index := mapping_index),
                                  r * 32 + mapping_index * 4 + rule_rank) AS x
                   FROM ({" UNION ALL ".join(contested)}) GROUP BY uid, property)""")
     return " UNION ALL ".join(f"({x})" for x in parts) + " ORDER BY user_id, property"
