@@ -133,9 +133,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
         Receiver rule 6: an explicit JSON null sets the property to null (it stays listed with
         ``value == "null"``). With False, explicit nulls are ignored like absent keys.
     engine : {"auto", "plan", "generic"}, default "auto"
-        ``"plan"`` reads the warehouse columns the mappings use, aggregates per user and
-        column and unpivots only the aggregated rows (``_plan``); it handles warehouse tables
-        with mappings made of ``@path``/literal keys (``userId``, ``traits``,
+        ``"plan"`` reads the warehouse columns the mappings use, keeps per user and column the
+        latest event time, then ranks only the events at those times (``_plan``,
+        ``_plan_run``); it handles warehouse tables with mappings made of ``@path``/literal
+        keys (``userId``, ``traits``,
         ``user_property.*``, ``user_property_event``), the whole-event data, and triggers on
         ``type``/``event``/``name``; for raw events (NDJSON) it parses each line once
         (``_plan_raw``) when every mapping names the user by ``$.userId`` and uses
@@ -149,9 +150,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     Returns
     -------
     pandas.DataFrame
-        Long table, one row per (user, property), sorted by ``user_id``, ``property``:
-        ``user_id`` str, ``property`` str, ``value`` str (compact JSON text of the winning
-        value: ``'"CA"'``, ``'true'``, ``'null'``), ``value_type`` str (string, number,
+        Long table, one row per (user, property), sorted by ``user_id``, ``property``; text
+        columns in pandas' default string dtype (``str`` on pandas 3, missing = NaN; ``object``
+        with None on pandas 2): ``user_id`` str, ``property`` str, ``value`` str (compact
+        JSON text of the winning value: ``'"CA"'``, ``'true'``, ``'null'``), ``value_type`` str (string, number,
         boolean, null, array, object), ``updated_at`` datetime64[us, UTC] (the winning
         event's time), ``message_id`` str, ``rule`` str (traits, user_property,
         user_property_event), ``mapping`` str (mapping name). ``df.attrs["skipped"]`` is a
