@@ -371,7 +371,8 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
                 selects["tracks"] = _tracks_without_twins(con, export, selects["tracks"])
         df, counts = _execute(con, p, selects, export)
     finally:
-        for t in _TEMP + (f"{_TEMP[-1]}_id",) + tuple(f"{_TEMP[5]}_{i}{r}" for i in range(len(p.mapping_names)) for r in ("", "_r")):
+        dyn = tuple(f"{_TEMP[5]}_{i}{r}" for i in range(len(p.mapping_names)) for r in ("", "_r"))
+        for t in _TEMP + (f"{_TEMP[-1]}_id",) + dyn:
             con.execute(f"DROP TABLE IF EXISTS {t}")
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
     for name, v in counts:
@@ -441,90 +442,128 @@ def _dedupe_special(con, p: Plan, export, sr: str) -> None:
 
 
 def _execute(con, p: Plan, selects: dict, export):
-    dups, scan, _h, slow, agg, dyn, keys, cand, win, _tk = _TEMP
-    lean = _union(_lean_selects(p, selects, export.tables))
-    s = slots_of(p)
-
-    def fast(tis) -> str:
-        """Matched rows of tables ``tis`` whose message id is seen once."""
-        part = _union(_lean_selects(p, selects, export.tables, only=tis))
-        return (f"(SELECT * FROM ({part}) WHERE message_id IS NOT NULL AND {_matched(p, tis)} "
-                f"AND hash(message_id) NOT IN (SELECT h FROM {dups}))")
-
-    names, counts = [], []
-
-    def add_counts(table: str, cols: list[str], *, rows: bool = False) -> None:
-        """Add the counts aggregated in ``table`` (or, with ``rows``, counted over its rows)."""
-        if cols:
-            names.extend(_alias(c) for c in cols)
-            sel = ", ".join(cols) if rows else ", ".join(f"sum({ident(_alias(c))})" for c in cols)
-            counts.extend(con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
-
+    """Steps 1-4 (see the module docstring); returns the long table and the counts."""
+    run = _Run(con, p, selects, export)
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
         # 1. ids seen more than once (by hash: a collision only makes a row special)
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {dups} AS
-            SELECT hash(message_id) AS h FROM ({lean}) WHERE message_id IS NOT NULL
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
+            SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
             GROUP BY h HAVING count(*) > 1""")
-        # 2. over the rows seen once: the latest k per user and slot, per (user, event name)
-        ks = [f"max(CASE WHEN {cond} THEN k END) AS {ident(f'k{i}')}"
-              for i, (*_x, cond) in enumerate(s["static"])]
-        if ks or s["counts"]["static"]:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT uid, "
-                        f"{', '.join(s['counts']['static'] + ks)} FROM {fast(s['static_t'])} GROUP BY uid")
-            add_counts(agg, s["counts"]["static"])
-        # per (user, event name), over every matched row with a flag for the special ones: the
-        # latest k of the rows seen once, the message id there, and whether it is settled. It is
-        # not when two rows share that k (two maxima, by hash ascending and descending, differ),
-        # when a special row is as late, or when the name is also set by another slot: those
-        # groups are settled among the candidates (step 3), the others need nothing more.
-        for mi, tis, name, cond in s["dynamic"]:
-            cnt = [c for mj, tms in s["counts"][("dyn", mi)] for c in _counts(mj, tms, "NOT special")]
+        # 2. the latest k per user and slot, per (user, event name)
+        run.latest_static()
+        run.latest_dynamic()
+        # 3. the candidates
+        run.candidates()
+        # 4. per user and slot, the highest-ranked candidate holding it
+        direct, contested = run.winners()
+        df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
+    return df, list(zip(run.names, run.counts))
+
+
+class _Run:
+    """The queries of one planned run, over temporary tables named in ``_TEMP``."""
+
+    def __init__(self, con, p: Plan, selects: dict, export):
+        self.con, self.p, self.selects, self.export = con, p, selects, export
+        (self.dups, self.scan, _h, self.slow, self.agg, self.dyn, self.keys, self.cand,
+         self.win, _tk) = _TEMP
+        self.lean = _union(_lean_selects(p, selects, export.tables))
+        self.s = slots_of(p)
+        self.names: list[str] = []
+        self.counts: list = []
+        self.collide: set[str] = set()
+
+    def part(self, tis) -> str:
+        return _union(_lean_selects(self.p, self.selects, self.export.tables, only=tis))
+
+    def special(self, sql: str) -> str:
+        """``sql`` plus ``special``: its message id is NULL or seen more than once."""
+        return (f"SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {self.dups})) "
+                f"AS special FROM ({sql})")
+
+    def add_counts(self, table: str, cols: list[str], *, rows: bool = False) -> None:
+        """Add the counts aggregated in ``table`` (or, with ``rows``, counted over its rows)."""
+        if cols:
+            self.names.extend(_alias(c) for c in cols)
+            sel = ", ".join(cols) if rows else ", ".join(f"sum({ident(_alias(c))})" for c in cols)
+            self.counts.extend(self.con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
+
+    def dyn_counts(self, mi: int, extra: str = "") -> list[str]:
+        return [c for mj, tms in self.s["counts"][("dyn", mi)] for c in _counts(mj, tms, extra)]
+
+    def latest_static(self) -> None:
+        """Per user, over the rows seen once: max k of every static slot, and the counts."""
+        s = self.s
+        self.ks = [f"max(CASE WHEN {cond} THEN k END) AS {ident(f'k{i}')}"
+                   for i, (*_x, cond) in enumerate(s["static"])]
+        if self.ks or s["counts"]["static"]:
+            fast = (f"SELECT * FROM ({self.part(s['static_t'])}) WHERE message_id IS NOT NULL "
+                    f"AND {_matched(self.p, s['static_t'])} "
+                    f"AND hash(message_id) NOT IN (SELECT h FROM {self.dups})")
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.agg} AS SELECT uid, "
+                             f"{', '.join(s['counts']['static'] + self.ks)} FROM ({fast}) GROUP BY uid")
+            self.add_counts(self.agg, s["counts"]["static"])
+
+    def latest_dynamic(self) -> None:
+        """Per (user, event name), over every matched row with a flag for the special ones: the
+        latest k of the rows seen once, the message id there, and whether it is settled. It is
+        not when two rows share that k (two maxima, by hash ascending and descending, differ),
+        when a special row is as late, or when the name is also set by another slot: those
+        groups (table ``<dyn>_<mi>_r``) are settled among the candidates, the others need
+        nothing more."""
+        con, dyn = self.con, self.dyn
+        for mi, tis, name, cond in self.s["dynamic"]:
+            cnt = self.dyn_counts(mi, "NOT special")
             fk = f"CASE WHEN {cond} AND NOT special THEN"
-            part = _union(_lean_selects(p, selects, export.tables, only=tis))
+            rows = self.special(f"SELECT * FROM ({self.part(tis)}) WHERE {_matched(self.p, tis)}")
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi} AS
                 SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
                        max({fk} k END) AS k, max({fk} {_H1} END) AS h1, max({fk} {_H2} END) AS h2,
                        arg_max(message_id, {fk} {_H1} END) AS mid,
                        max(CASE WHEN {cond} AND special THEN k END) AS ks{''.join(', ' + c for c in cnt)}
-                FROM (SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {dups}))
-                                AS special FROM ({part}) WHERE {_matched(p, tis)})
-                GROUP BY ALL""")
-            add_counts(f"{dyn}_{mi}", cnt)
-        collide = _collisions(con, s, dyn)
-        for mi, *_x in s["dynamic"]:
-            names_in = (f"list_contains({_sql_list(sorted(collide))}, property)" if collide else "FALSE")
+                FROM ({rows}) GROUP BY ALL""")
+            self.add_counts(f"{dyn}_{mi}", cnt)
+        self.collide = _collisions(con, self.s, dyn)
+        names_in = (f"list_contains({_sql_list(sorted(self.collide))}, property)"
+                    if self.collide else "FALSE")
+        for mi, *_x in self.s["dynamic"]:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi}_r AS
                 SELECT uid, property, k FROM {dyn}_{mi} WHERE property IS NOT NULL
                 AND (k IS NULL OR NOT ({_SETTLED}) OR ks >= k OR {names_in})""")
+
+    def candidates(self) -> None:
+        """One more scan: the rows at one of the maxima's (user, k), and the special rows,
+        which are de-duplicated; then the candidates ranked per user by the full order."""
+        con, s = self.con, self.s
         maxima = []
-        if ks:
-            maxima.append(f"SELECT uid, k FROM (UNPIVOT {agg} ON "
-                          f"{', '.join(ident(f'k{i}') for i in range(len(ks)))} INTO NAME s VALUE k)")
-        maxima += [f"SELECT uid, k FROM {dyn}_{mi}_r WHERE k IS NOT NULL" for mi, *_x in s["dynamic"]]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT DISTINCT uid, k FROM "
-                    f"({' UNION ALL '.join(maxima) or 'SELECT NULL AS uid, NULL AS k'}) WHERE uid IS NOT NULL")
-        # 3. one more scan: the rows at one of those (user, k), and the special rows (ids seen
-        #    more than once, or none), which are then de-duplicated
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {scan} AS
-            SELECT * FROM (SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {dups}))
-                                     AS special FROM ({lean})) AS e
-            WHERE special OR ({_matched(p)} AND EXISTS (
-                SELECT 1 FROM {keys} AS x WHERE x.uid = e.uid AND x.k = e.k))""")
-        _dedupe_special(con, p, export, f"(SELECT * FROM {scan} WHERE special)")
+        if self.ks:
+            maxima.append(f"SELECT uid, k FROM (UNPIVOT {self.agg} ON "
+                          f"{', '.join(ident(f'k{i}') for i in range(len(self.ks)))} INTO NAME s VALUE k)")
+        maxima += [f"SELECT uid, k FROM {self.dyn}_{mi}_r WHERE k IS NOT NULL" for mi, *_x in s["dynamic"]]
+        union = " UNION ALL ".join(maxima) or "SELECT NULL AS uid, NULL AS k"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {self.keys} AS SELECT DISTINCT uid, k FROM "
+                    f"({union}) WHERE uid IS NOT NULL")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {self.scan} AS
+            SELECT * FROM ({self.special(self.lean)}) AS e
+            WHERE special OR ({_matched(self.p)} AND EXISTS (
+                SELECT 1 FROM {self.keys} AS x WHERE x.uid = e.uid AND x.k = e.k))""")
+        _dedupe_special(con, self.p, self.export, f"(SELECT * FROM {self.scan} WHERE special)")
         # the special rows kept count as received objects too
-        add_counts(slow, s["counts"]["static"], rows=True)
+        self.add_counts(self.slow, s["counts"]["static"], rows=True)
         for mi, *_x in s["dynamic"]:
-            add_counts(slow, [c for mj, tms in s["counts"][("dyn", mi)] for c in _counts(mj, tms)],
-                       rows=True)
-        # the candidates, ranked per user by the full which-value-wins order
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
+            self.add_counts(self.slow, self.dyn_counts(mi), rows=True)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {self.cand} AS
             SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_RANK_ORDER}) AS r FROM (
-                SELECT * EXCLUDE (special) FROM {scan} WHERE NOT special
-                UNION ALL BY NAME SELECT * FROM {slow} WHERE {_matched(p)})
+                SELECT * EXCLUDE (special) FROM {self.scan} WHERE NOT special
+                UNION ALL BY NAME SELECT * FROM {self.slow} WHERE {_matched(self.p)})
             WHERE uid IS NOT NULL""")
-        # 4. per user and slot, the highest-ranked candidate holding it
+
+    def winners(self) -> tuple[list[str], list[str]]:
+        """The assignments that win per (user, slot): ``direct`` ones (the only source of
+        their property name) and ``contested`` ones (see :func:`winners_sql`)."""
+        con, s, cand, win = self.con, self.s, self.cand, self.win
         parts: dict[str, list[str]] = {}
-        if ks:
+        if self.ks:
             rs = [f"max(CASE WHEN {cond} THEN r END) AS {ident(f'r{i}')}"
                   for i, (*_x, cond) in enumerate(s["static"])]
             con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT uid, {', '.join(rs)} "
@@ -537,35 +576,34 @@ def _execute(con, p: Plan, selects: dict, export):
                            {value} AS value, {_value_type(src, value)} AS value_type,
                            c.event_time, c.message_id
                     FROM {win} AS w JOIN {cand} AS c ON c.uid = w.uid AND c.r = w.{ident(f'r{i}')}""")
-        dynamic = []  # (property names contested?, SQL)
+        collide = self.collide
+        direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in collide for q in qs]
+        contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in collide for q in qs]
+        names = _sql_list(sorted(collide))
         for mi, tis, name, cond in s["dynamic"]:
-            head = (f"{mi} AS mapping_index, 3 AS rule_rank, 'user_property_event' AS rule, "
-                    f"CAST('true' AS JSON) AS value, 'boolean' AS value_type")
-            # the groups settled by step 2
-            dynamic.append((False, f"""
+            d, head = f"{self.dyn}_{mi}", (
+                f"{mi} AS mapping_index, 3 AS rule_rank, 'user_property_event' AS rule, "
+                f"CAST('true' AS JSON) AS value, 'boolean' AS value_type")
+            # the groups settled by their aggregation
+            direct.append(f"""
                 SELECT d.uid, d.property, NULL AS r, {head}, {_time_of('d.k')} AS event_time,
                        d.mid AS message_id
-                FROM {dyn}_{mi} AS d ANTI JOIN {dyn}_{mi}_r AS x
-                     ON x.uid = d.uid AND x.property = d.property
-                WHERE d.property IS NOT NULL AND d.k IS NOT NULL"""))
+                FROM {d} AS d ANTI JOIN {d}_r AS x ON x.uid = d.uid AND x.property = d.property
+                WHERE d.property IS NOT NULL AND d.k IS NOT NULL""")
             # the others, among the candidates
-            dynamic.append((True, f"""
+            q = f"""
                 SELECT d.uid, d.property, d.r, {head}, c.event_time, c.message_id
                 FROM (SELECT uid, CASE WHEN {cond} THEN {name} END AS property,
                              max(CASE WHEN {cond} THEN r END) AS r
                       FROM {cand} WHERE {_in_tables(tis)} GROUP BY ALL) AS d
                 JOIN {cand} AS c ON c.uid = d.uid AND c.r = d.r
-                SEMI JOIN {dyn}_{mi}_r AS x ON x.uid = d.uid AND x.property = d.property"""))
-        direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in collide for q in qs]
-        contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in collide for q in qs]
-        for via_cand, q in dynamic:
-            if via_cand and collide:
-                contested.append(q + f" WHERE list_contains({_sql_list(sorted(collide))}, d.property)")
-                direct.append(q + f" WHERE NOT list_contains({_sql_list(sorted(collide))}, d.property)")
+                SEMI JOIN {d}_r AS x ON x.uid = d.uid AND x.property = d.property"""
+            if collide:
+                contested.append(f"{q} WHERE list_contains({names}, d.property)")
+                direct.append(f"{q} WHERE NOT list_contains({names}, d.property)")
             else:
                 direct.append(q)
-        df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
-    return df, list(zip(names, counts))
+        return direct, contested
 
 
 def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
