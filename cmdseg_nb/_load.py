@@ -716,7 +716,7 @@ def _twin_filters(pe: str) -> tuple[str, str]:
 
 def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None = None,
                   passthrough: dict[str, list[str]] | None = None,
-                  lean: bool = False) -> list[tuple[str, str]]:
+                  lean: bool = False, twins: bool = True) -> list[tuple[str, str]]:
     """Per event table, the SELECT of its rows as canonical event columns (pure SQL).
 
     ``tracks`` rows whose event is also in a per-event table are left out (see
@@ -724,7 +724,8 @@ def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None
     selected unchanged as ``"col:<name>"``. Returns ``[(table name, sql), ...]``; the columns
     are those of :data:`EVENT_COLUMNS` but ``traits``, ``properties``, ``context`` and the
     receiver's ``user_id`` (here the raw ``user_id`` cell as VARCHAR). With ``lean`` the
-    event JSON is not built either (no ``event_json``, ``source``).
+    event JSON is not built either (no ``event_json``, ``source``). With ``twins=False``,
+    ``tracks`` keeps every row (a superset, for look-ups that tolerate one).
     """
     report = report if report is not None else LoadReport()
     passthrough = passthrough or {}
@@ -747,7 +748,7 @@ def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None
             per_event_sql.append(sel)
         out.append((t.name, sel))
     if tracks_sql is not None:
-        if per_event_sql:
+        if per_event_sql and twins:
             # A track event is written twice: to `tracks` (common columns) and to its per-event
             # table (the same plus properties). Keep the per-event row. Twins share `id` in
             # Segment's warehouses; some loaders write different ids, so an (event, userId,
