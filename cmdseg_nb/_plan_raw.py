@@ -3,25 +3,45 @@
 The generic path stores every event as JSON and reads each field with its own ``json_extract``
 (one parse of the whole event per field), then builds the canonical table. Here one
 ``json_extract(line, [paths])`` per line pulls the handful of top-level fields the mappings and
-triggers read (``type``, ``messageId``, ``userId``, the three times, ``traits``, ``event``...),
-triggers and mapping-kit data are evaluated by the same compilers (``_fql``, ``_mappingkit``)
-over a small JSON object of those fields, and only the received objects of matched events are
-kept (one temporary table, one pass over the files). De-duplication, the hash tie-break (a
-second, filtered pass only when copies tied on receivedAt differ), the order key and the
-receiver rules are those of the generic path, so the long table is the same.
+triggers read (``type``, ``messageId``, ``userId``, the three times, ``traits``, ``event``...);
+triggers and mapping-kit data are compiled by the same compilers (``_fql``, ``_mappingkit``)
+and read those fields directly. One pass over the files keeps the matched events in a temporary
+"lean" table: times as BIGINT keys, the user, the mapping flags, the traits object of whole-event
+mappings, one column per ``user_property.*`` / ``user_property_event`` key of the others.
+Lines that are not JSON are kept too (as rows without hash), so the same pass counts them
+(``run`` warns). De-duplication is the loader's (per type and message id, latest receivedAt;
+the event hash, from a second, filtered pass, only where copies tied on receivedAt differ or
+events without message id tie on everything else): the losing copies are deleted.
+
+Which value wins, by candidates (no per-instant ranks, no UPDATE):
+
+1. ``k`` is the event time as a BIGINT (``epoch_us``; NULL time lowest).
+2. Phase 1: per (user, property), ``max(k)`` over the assignments, property names only: per
+   (user, set of trait keys) for traits (``json_keys``, no values), per (user, event name) for
+   ``user_property_event``... ``W`` is the set of (user, k) pairs that are one of these maxima.
+3. The candidates ``C`` are the de-duplicated matched events whose (user, k) is in ``W`` (a semi
+   join), ranked once per user by the full order: k, originalTimestamp, receivedAt, message id,
+   event hash (``r``).
+4. Phase 2: the assignments of ``C`` only; per (user, property) the greatest (r, mapping index,
+   rule rank). Every assignment tied with the winner on ``k`` belongs to ``C``, so this is exact.
 
 Used by ``user_properties`` when every source is raw and every mapping names the user by
 ``$.userId`` (the whole event, or a ``userId: {"@path": "$.userId"}`` key).
 """
 from __future__ import annotations
 
+import os
+import re
+import warnings
+
+import duckdb
 import pandas as pd
 
 from . import _receiver
 from ._db import duckdb_errors, ident, json_path, sql_str
-from ._errors import CmdsegError
+from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
-from ._plan import _K_TIME, _OUT_OF_RANGE, _TIE_ORDER, Unplannable, _k_time, _mid, _names
+from ._plan import Unplannable, _names
 from ._warehouse import object_sql
 
 __all__ = ["run"]
@@ -30,7 +50,30 @@ _SIMPLE = ("@path", "@if", "@literal", "@case", "@replace", "@excludeWhenNull")
 _TRIGGER_KEYS = {"event-type": "type", "event": "event", "name": "name", "userId": "userId",
                  "event-property": "properties", "event-trait": "traits", "event-context": "context"}
 _TEMP = ("cmdseg_raw_lean", "cmdseg_raw_special", "cmdseg_raw_hash", "cmdseg_raw_md5",
-         "cmdseg_raw_slow", "cmdseg_raw_ties", "cmdseg_raw_ranks", "cmdseg_raw_assign")
+         "cmdseg_raw_win", "cmdseg_raw_cand")
+_TIE_ORDER = ("k, ok, rk, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
+#: k of an event without time (lowest), and of the infinite times (epoch_us gives NULL there)
+_K_NULL, _K_NINF, _K_INF = -(2 ** 63), -(2 ** 63) + 1, 2 ** 63 - 1
+#: placeholder for the event in compiled triggers and mapping data: a quote inside, so that no
+#: SQL literal holds it as such (quotes in literals are doubled)
+_PH = "cmdseg'ev"
+
+
+def _big(v: int) -> str:
+    return f"CAST({v} AS BIGINT)" if v != _K_NULL else f"CAST({v + 1} AS BIGINT) - 1"
+
+
+def _k_sql(t: str) -> str:
+    """BIGINT order key of the event time ``t`` (TIMESTAMPTZ): microseconds since the epoch."""
+    return (f"COALESCE(epoch_us({t}), CASE WHEN {t} IS NULL THEN {_big(_K_NULL)} "
+            f"WHEN {t} > TIMESTAMPTZ '1970-01-01 00:00:00+00' THEN {_big(_K_INF)} ELSE {_big(_K_NINF)} END)")
+
+
+def _k_time(k: str) -> str:
+    """The event time (TIMESTAMPTZ) of an order key; NULL for the no-time key."""
+    return (f"CASE {k} WHEN {_big(_K_NULL)} THEN NULL "
+            f"WHEN {_big(_K_INF)} THEN CAST('infinity' AS TIMESTAMPTZ) "
+            f"WHEN {_big(_K_NINF)} THEN CAST('-infinity' AS TIMESTAMPTZ) ELSE make_timestamptz({k}) END")
 
 
 def _keys_of_data(data, out: set) -> bool:
@@ -68,7 +111,10 @@ def _analyse(cfg) -> list[dict]:
     out = []
     for i, m in enumerate(cfg.mappings):
         keys: set = {"type"}
-        _trigger_keys(parse_fql(m.trigger), keys)
+        tkeys: set = set()
+        ast = parse_fql(m.trigger)
+        _trigger_keys(ast, tkeys)
+        keys |= tkeys
         whole = isinstance(m.data, dict) and set(m.data) == {"@path"} and m.data["@path"] in ("$.", "$")
         if whole:
             keys |= {"userId", "traits", "user_property_event"}
@@ -77,21 +123,102 @@ def _analyse(cfg) -> list[dict]:
                 raise Unplannable("a raw mapping that names the user otherwise than $.userId")
             if not _keys_of_data(m.data, keys):
                 raise Unplannable("a raw mapping reading the whole event or directives beyond @path/@if")
-        out.append({"i": i, "name": m.name, "trigger": m.trigger, "data": m.data, "whole": whole,
-                    "keys": keys})
+        out.append({"i": i, "name": m.name, "trigger": m.trigger, "ast": ast, "tkeys": tkeys,
+                    "data": m.data, "whole": whole, "keys": keys})
     return out
 
 
-def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
+# ---------------------------------------------------------------------------------------------
+# reading the extracted fields directly instead of a JSON object built per row
+
+_ONE = re.compile(rf"json_extract\({re.escape(_PH)}, '((?:[^']|'')*)'\)")
+_LIST = re.compile(rf"json_extract\({re.escape(_PH)}, \[((?:'(?:[^']|'')*'(?:, )?)+)\]\)")
+_LIT = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _direct(sql: str, x) -> str:
+    """Rewrite ``json_extract(<event>, '/key/...')`` (single or list of JSON Pointers) in SQL
+    compiled over the placeholder event into reads of the extracted top-level fields ``x(key)``
+    (SQL NULL when missing). Pointers of keys not extracted are left alone."""
+    def ptr(p: str) -> str | None:
+        p = p.replace("''", "'")
+        if not p.startswith("/"):
+            return None
+        head, sep, rest = p[1:].partition("/")
+        key = head.replace("~1", "/").replace("~0", "~")
+        base = x(key)
+        if base is None:
+            return None
+        return base if not sep else f"json_extract({base}, {sql_str('/' + rest)})"
+
+    def one(m: re.Match) -> str:
+        r = ptr(m.group(1))
+        return r if r is not None else m.group(0)
+
+    def many(m: re.Match) -> str:
+        parts = [ptr(p) for p in _LIT.findall(m.group(1))]
+        if any(p is None for p in parts):
+            return m.group(0)
+        return "[" + ", ".join(f"CAST({p} AS JSON)" for p in parts) + "]"
+
+    return _ONE.sub(one, _LIST.sub(many, sql))
+
+
+def _value_sql(value) -> str:
+    """SQL (JSON; SQL NULL when missing) of one value of a mapping's data object, over the
+    placeholder event: the expression ``mapping_to_sql`` builds for that key."""
+    from ._fql import _ID_LOCK
+    from ._mappingkit import _Compiler
+    with _ID_LOCK:
+        return _Compiler().c(value, _PH, True)
+
+
+def _sources(ms: list[dict]) -> None:
+    """What each mapping's received objects assign, as lean columns: ``m["src"]`` is a list of
+    ``(kind, column, SQL over the placeholder event or None, property)``; kinds: ``traits``
+    (rule 2's object), ``prop`` (a ``user_property.<name>`` key), ``upe``
+    (``user_property_event``), ``empty`` (the bare ``user_property.`` key, only counted),
+    ``uprops`` (the whole event's top-level keys). A data object naming the user by a
+    ``userId`` key is a plain object (``_analyse``): its keys are the received object's keys."""
+    from ._mappingkit import _is_directive, validate_mapping
+    for m in ms:
+        i = m["i"]
+        if m["whole"]:
+            m["src"] = [("traits", "traits", None, None), ("uprops", "uprops", None, None),
+                        ("upe", "upe", None, None)]
+            continue
+        data = m["data"]
+        validate_mapping(data, mapping_name=m["name"])
+        if _is_directive(data):  # pragma: no cover - _analyse found a userId key
+            raise Unplannable("a raw mapping whose data is a directive")
+        src = []
+        for j, (key, value) in enumerate(data.items()):
+            if key == "traits":
+                kind, prop = "traits", None
+            elif key == _receiver.PREFIX:
+                kind, prop = "empty", None
+            elif key.startswith(_receiver.PREFIX):
+                kind, prop = "prop", key[len(_receiver.PREFIX):]
+            elif key == "user_property_event":
+                kind, prop = "upe", None
+            else:
+                continue  # userId (the uid column) and keys no receiver rule reads
+            src.append((kind, f"v{i}_{j}", _value_sql(value), prop))
+        m["src"] = src
+
+
+def _lean_sql(files: list[str], ms: list[dict], keep_unmatched: str | None) -> str:
+    """One pass over the files: per line the scalar columns, the mapping flags and what the
+    matched mappings need; lines that are not JSON are kept as rows whose ``h`` is NULL.
+    ``rk``, ``ok``: receivedAt and originalTimestamp as order keys like ``k``."""
     from ._fql import fql_to_sql
-    from ._mappingkit import mapping_to_sql
     base = ["type", "messageId", "userId", "timestamp", "originalTimestamp", "receivedAt"]
     keys = base + sorted(set().union(*(m["keys"] for m in ms)) - set(base))
     idx = {k: i + 1 for i, k in enumerate(keys)}
     paths = "[" + ", ".join(json_path(k) for k in keys) + "]"
 
-    def x(k: str) -> str:
-        return f"cmdseg_xs[{idx[k]}]"
+    def x(k: str) -> str | None:
+        return f"xs[{idx[k]}]" if k in idx else None
 
     def s(k: str) -> str:  # the loader's text of a top-level string/number field
         return (f"CASE WHEN json_type({x(k)}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') "
@@ -100,47 +227,98 @@ def _lean_sql(files: list[str], ms: list[dict], null_clears: bool) -> str:
     def ts(k: str) -> str:
         return f"TRY_CAST(json_extract_string({x(k)}, '$') AS TIMESTAMPTZ)"
 
-    uobj = "json_object('userId', " + x("userId") + ")"
-    cols = [f"{s('type')} AS type", f"{s('messageId')} AS message_id",
-            f"{ts('receivedAt')} AS received_at", f"{ts('originalTimestamp')} AS original_timestamp",
-            f"COALESCE({ts('timestamp')}, {ts('originalTimestamp')}, {ts('receivedAt')}) AS event_time",
-            # receiver rule 1 on P.userId (every mapping's P.userId is the event's userId)
-            f"{_receiver.user_id_sql(uobj)} AS uid",
-            "hash(line) AS h"]
-    event_time = f"COALESCE({ts('timestamp')}, {ts('originalTimestamp')}, {ts('receivedAt')})"
-    cols.append(f"{_K_TIME.replace('event_time', event_time)} AS k")  # rank added later
+    def direct(sql: str, m: dict, trigger: bool) -> str:
+        sql = _direct(sql, x)
+        if _PH not in sql:
+            return sql
+        if trigger:  # FQL does not tell a missing key from a null one: json_object of the keys
+            return sql.replace(_PH, "json_object(" + ", ".join(
+                f"{sql_str(k)}, {x(k)}" for k in sorted(m["tkeys"])) + ")")
+        # mapping-kit tells missing from null: leave SQL NULL (missing) keys out
+        return sql.replace(_PH, object_sql([(k, x(k)) for k in sorted(m["keys"])]))
+
+    # receiver rule 1 on the event's userId (every mapping's P.userId is the event's userId)
+    path = json_path("userId")
+    uid = (_receiver.user_id_sql(_PH).replace(f"json_type({_PH}, {path})", f"json_type({x('userId')})")
+           .replace(f"json_extract_string({_PH}, {path})", f"json_extract_string({x('userId')}, '$')"))
+    if _PH in uid:  # pragma: no cover - the receiver's SQL changed shape
+        uid = _receiver.user_id_sql(f"json_object('userId', {x('userId')})")
+    flags, cols = [], []
     for m in ms:
-        i = m["i"]
-        f = f"m{i}"
-        # FQL does not tell a missing key from a null one: json_object of the keys it reads
-        tkeys: set = set()
-        from ._fql import parse_fql
-        _trigger_keys(parse_fql(m["trigger"]), tkeys)
-        tmini = "json_object(" + ", ".join(f"{sql_str(k)}, {x(k)}" for k in sorted(tkeys)) + ")"
-        cols.append(f"({fql_to_sql(m['trigger'], tmini)}) AS {f}")
-        if m["whole"]:
-            tr = x("traits")
-            cols.append(f"CASE WHEN {f} AND json_type({tr}) = 'OBJECT' THEN {tr} END AS {ident(f'traits{i}')}")
-            cols.append(f"CASE WHEN {f} THEN {x('user_property_event')} END AS {ident(f'upe{i}')}")
-            # top-level user_property.* keys are rare: the whole line is kept only when its text
-            # holds the prefix
-            cols.append(f"CASE WHEN {f} AND contains(line, '\"user_property.') THEN CAST(line AS JSON) END "
-                        f"AS {ident(f'full{i}')}")
-        else:
-            # mapping-kit tells missing from null: leave SQL NULL (missing) keys out
-            dmini = object_sql([(k, x(k)) for k in sorted(m["keys"])])
-            data_sql = mapping_to_sql(m["data"], dmini, mapping_name=m["name"])
-            cols.append(f"CASE WHEN {f} THEN CAST({data_sql} AS JSON) END AS {ident(f'p{i}')}")
-    flags = " OR ".join(f"m{m['i']}" for m in ms)
+        f = f"m{m['i']}"
+        flags.append(f)
+        cols.append(f"COALESCE(NOT bad AND ({direct(fql_to_sql(m['ast'], _PH), m, True)}), false) AS {f}")
+    anyf = "(" + " OR ".join(flags) + ")"
+    out = ["_f", "type", "message_id", f"{_k_sql('t_rat')} AS rk", f"{_k_sql('t_ots')} AS ok", "k",
+           f"CASE WHEN {anyf} THEN uid END AS uid", "h", *flags]
+    whole = [m for m in ms if m["whole"]]
+    if whole:
+        wf = "(" + " OR ".join(f"m{m['i']}" for m in whole) + ")"
+        tr = x("traits")
+        # an object (json_extract writes compact JSON: no parse to tell)
+        out.append(f"CASE WHEN {wf} AND starts_with(CAST({tr} AS VARCHAR), '{{') THEN {tr} END AS traits")
+        out.append(f"CASE WHEN {wf} THEN {x('user_property_event')} END AS upe")
+        # top-level user_property.* keys are rare: the whole line is kept only when its text
+        # holds the prefix
+        out.append(f"CASE WHEN {wf} AND contains(line, '\"user_property.') THEN CAST(line AS JSON) END AS uprops")
+    for m in ms:
+        for kind, col, sql, _prop in ([] if m["whole"] else m["src"]):
+            out.append(f"CASE WHEN m{m['i']} THEN CAST({direct(sql, m, False)} AS JSON) END AS {col}")
+    keep = anyf if keep_unmatched is None else f"({anyf} OR ({keep_unmatched}))"
     per_file = " UNION ALL ".join(
         f"SELECT {i} AS _f, CAST(r.json AS VARCHAR) AS line FROM read_json_objects({sql_str(p)}, "
-        f"format='auto', ignore_errors=true) AS r WHERE r.json IS NOT NULL"
+        f"format='auto', ignore_errors=true) AS r"
         for i, p in enumerate(files))
+    # flags first, over every line (with type and message id when unmatched lines may be kept);
+    # the other columns only for the lines kept
+    ids = f"{s('type')} AS type, {s('messageId')} AS message_id"
     return f"""
-        SELECT _f, * EXCLUDE (_f) FROM (
-            SELECT _f, {', '.join(cols)}
-            FROM (SELECT _f, line, json_extract(line, {paths}) AS cmdseg_xs FROM ({per_file})))
-        WHERE {{types}} OR ({flags})"""
+        SELECT {', '.join(out)} FROM (
+            SELECT *, {_k_sql('COALESCE(t_ts, t_ots, t_rat)')} AS k FROM (
+                SELECT *, {ts('timestamp')} AS t_ts, {ts('originalTimestamp')} AS t_ots,
+                       {ts('receivedAt')} AS t_rat, {uid} AS uid,
+                       {'' if keep_unmatched else ids + ','} CASE WHEN NOT bad THEN hash(line) END AS h FROM (
+                    SELECT *, {ids + ',' if keep_unmatched else ''} {', '.join(cols)}
+                    FROM (SELECT _f, line, line IS NULL AS bad, json_extract(line, {paths}) AS xs
+                          FROM ({per_file})))
+                WHERE bad OR {keep}))"""
+
+
+def _possible_types(ms: list[dict]) -> str | None:
+    """SQL keeping the unmatched rows that may share (type, message id) with a matched row, or
+    None when a row's match depends on its type only (then unmatched rows never matter)."""
+    if all(m["tkeys"] <= {"type"} for m in ms):
+        return None
+    other = object()
+
+    def ev(node, t):  # Kleene logic: True, False, None (unknown)
+        if node["type"] == "group":
+            vals = [ev(c, t) for c in node["children"]]
+            if node["operator"] == "and":
+                return False if False in vals else (None if None in vals else True)
+            if node["operator"] == "or":
+                return True if True in vals else (None if None in vals else False)
+            return False
+        if node["type"] == "event-type" and node["operator"] in ("=", "!=") and isinstance(node.get("value"), str):
+            eq = t is not other and t == node["value"]
+            return eq if node["operator"] == "=" else not eq
+        return None
+
+    lits = {"identify", "track", "page", "screen", "group", "alias"}
+    for m in ms:
+        stack = [m["ast"]]
+        while stack:
+            n = stack.pop()
+            if n["type"] == "group":
+                stack.extend(n["children"])
+            elif n["type"] == "event-type" and isinstance(n.get("value"), str):
+                lits.add(n["value"])
+    if any(ev(m["ast"], other) is not False for m in ms):
+        return "message_id IS NOT NULL"
+    types = sorted(t for t in lits if any(ev(m["ast"], t) is not False for m in ms))
+    if not types:
+        return "false"
+    return f"message_id IS NOT NULL AND type IN ({', '.join(sql_str(t) for t in types)})"
 
 
 def run(export, cfg, *, null_clears: bool = True) -> pd.DataFrame:
@@ -148,154 +326,239 @@ def run(export, cfg, *, null_clears: bool = True) -> pd.DataFrame:
     if export.tables or not export.raw_files:
         raise Unplannable("not a raw-events export")
     ms = _analyse(cfg)
+    if not ms:
+        raise Unplannable("no mapping")
+    _sources(ms)
     con = export.con
     try:
-        return _run(con, export, cfg, ms, null_clears)
-    except CmdsegError as exc:
-        if _OUT_OF_RANGE in str(exc):
-            raise Unplannable("event times outside 1830-2110") from None
-        raise
+        df, bad = _run(con, export, ms, null_clears)
     finally:
         for t in _TEMP:
             con.execute(f"DROP TABLE IF EXISTS {t}")
+    if bad:
+        where = ", ".join(f"{n:,} in {os.path.basename(export.raw_files[f])}" for f, n in sorted(bad.items()))
+        warnings.warn(f"{sum(bad.values()):,} line(s) are not JSON and were skipped ({where}); "
+                      f"export.report names them", CmdsegWarning, stacklevel=3)
+    return df
 
 
-def _types_in_play(cfg) -> list[str]:
-    """Event types some trigger can match (de-duplication is per type; others are not read)."""
-    from ._fql import fql_matches, parse_fql
-    types = ["identify", "track", "page", "screen", "group", "alias"]
-    out = set()
-    for m in cfg.mappings:
-        ast = parse_fql(m.trigger)
-        keys: set = set()
-        _trigger_keys(ast, keys)
-        if keys - {"type"}:
-            return []  # the trigger reads other fields: every type may match
-        out |= {t for t in types if fql_matches(ast, {"type": t})}
-    return sorted(out)
+def _per_file(files, cols: str) -> str:
+    return " UNION ALL ".join(
+        f"SELECT {i} AS _f, {cols} FROM read_json_objects({sql_str(p)}, format='auto', "
+        f"ignore_errors=true) AS r WHERE r.json IS NOT NULL" for i, p in enumerate(files))
 
 
-def _run(con, export, cfg, ms, null_clears) -> pd.DataFrame:
-    lean, sp, hsh, md5t, slow, ties, ranks, asg = _TEMP
-    types = _types_in_play(cfg)
+def _hash_pass(con, files, md5t: str, rows: str) -> None:
+    """A second, filtered pass: the loader's hash of the event (md5 of its JSON text) for the
+    rows ``rows`` (a relation with ``_f`` and ``h``, the hash of the line)."""
+    con.execute(f"""INSERT INTO {md5t} SELECT DISTINCT _f, hash(CAST(j AS VARCHAR)),
+                        md5(CAST(CAST(j AS JSON) AS VARCHAR))
+                    FROM ({_per_file(files, 'r.json AS j')})
+                    WHERE (_f, hash(CAST(j AS VARCHAR))) IN (SELECT DISTINCT (_f, h) FROM ({rows}))
+                    AND (_f, hash(CAST(j AS VARCHAR))) NOT IN (SELECT (_f, h) FROM {md5t})""")
+
+
+def _is_object(col: str) -> str:
+    """SQL: the JSON column is an object (the lean ``traits`` column holds objects only)."""
+    return f"{col} IS NOT NULL" if col == "traits" else f"json_type({col}) = 'OBJECT'"
+
+
+def _kv(rel: str, col: str, cols: str, where: str) -> str:
+    """The keys and values of the JSON objects in column ``col`` of ``rel``, with ``cols``:
+    ``key``, ``value`` (JSON). Two lists unnested side by side (json_keys, ``$.*``): no lateral
+    json_each, whose decorrelation joins the results back on the object text."""
+    return (f"SELECT {cols}, unnest(json_keys({col})) AS key, unnest(json_extract({col}, '$.*')) AS value "
+            f"FROM {rel} WHERE ({where}) AND {_is_object(col)}")
+
+
+def _phase1_sql(ms: list[dict], null_clears: bool, ev: str) -> str:
+    """Phase 1, W: the (user, k) pairs where k is the latest event time of some (user,
+    property), from property names only (no values). Each source of assignments gives its own
+    latest k per (user, property): the pairs of the overall latest are among them."""
+    pre, n = _receiver.PREFIX, len(_receiver.PREFIX)
+    nn = "" if null_clears else " AND json_type(value) <> 'NULL'"
+    parts = []
+
+    def traits(flag: str, col: str) -> None:
+        if null_clears:  # one row per (user, set of keys): most identifies of a user share it
+            parts.append(f"""SELECT uid, max(mk) AS k FROM (
+                SELECT uid, unnest(ks) AS property, mk FROM (
+                    SELECT uid, json_keys({col}) AS ks, max(k) AS mk FROM {ev}
+                    WHERE {flag} AND uid IS NOT NULL AND {_is_object(col)} GROUP BY ALL))
+                GROUP BY uid, property""")
+        else:
+            parts.append(f"SELECT uid, max(k) AS k FROM ({_kv(ev, col, 'uid, k', f'{flag} AND uid IS NOT NULL')}) "
+                         f"WHERE true{nn} GROUP BY uid, key")
+
+    whole = [m for m in ms if m["whole"]]
+    if whole:
+        wf = "(" + " OR ".join(f"m{m['i']}" for m in whole) + ")"
+        traits(wf, "traits")
+        parts.append(f"SELECT uid, max(k) AS k FROM ({_kv(ev, 'uprops', 'uid, k', f'{wf} AND uid IS NOT NULL')}) "
+                     f"WHERE starts_with(key, '{pre}') AND length(key) > {n}{nn} GROUP BY uid, key")
+        parts.append(f"SELECT uid, max(k) AS k FROM {ev} WHERE {wf} AND uid IS NOT NULL "
+                     f"AND json_type(upe) = 'VARCHAR' AND upe ->> '$' <> '' GROUP BY uid, upe ->> '$'")
+    for m in ms:
+        f = f"m{m['i']}"
+        for kind, col, _sql, _prop in ([] if m["whole"] else m["src"]):
+            if kind == "traits":
+                traits(f, col)
+            elif kind == "prop":  # one property name: per user
+                parts.append(f"SELECT uid, max(k) AS k FROM {ev} WHERE {f} AND uid IS NOT NULL AND {col} IS NOT NULL"
+                             + ("" if null_clears else f" AND json_type({col}) <> 'NULL'") + " GROUP BY uid")
+            elif kind == "upe":
+                parts.append(f"SELECT uid, max(k) AS k FROM {ev} WHERE {f} AND uid IS NOT NULL "
+                             f"AND json_type({col}) = 'VARCHAR' AND {col} ->> '$' <> '' GROUP BY uid, {col} ->> '$'")
+    if not parts:
+        return "SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS BIGINT) AS k WHERE false"
+    return "SELECT DISTINCT uid, k FROM (" + " UNION ALL ".join(f"({q})" for q in parts) + ")"
+
+
+def _assignments_sql(ms: list[dict], null_clears: bool, cand: str) -> str:
+    """Phase 2: every assignment of the candidates (ranked ``r`` per user), with ``w``, its
+    order among those of its (user, property): rank, mapping index, rule rank (rule 5)."""
+    pre, n = _receiver.PREFIX, len(_receiver.PREFIX)
+    nn = "" if null_clears else " AND json_type(value) <> 'NULL'"
+    n_map = len(ms)
+    parts = []
+    for m in ms:
+        i, f = m["i"], f"m{m['i']}"
+
+        def w(rr: int, i: int = i) -> str:
+            return f"(r * {4 * n_map} + {i * 4 + rr}) AS w"
+        for kind, col, _sql, prop in m["src"]:
+            if kind == "traits":
+                parts.append(f"SELECT uid, key AS property, value, {w(1)} FROM ({_kv(cand, col, 'uid, r', f)})"
+                             f" WHERE true{nn}")
+            elif kind == "uprops":
+                parts.append(f"SELECT uid, substr(key, {n + 1}) AS property, value, {w(2)} "
+                             f"FROM ({_kv(cand, col, 'uid, r', f)}) "
+                             f"WHERE starts_with(key, '{pre}') AND length(key) > {n}{nn}")
+            elif kind == "prop":
+                parts.append(f"SELECT uid, {sql_str(prop)} AS property, {col} AS value, {w(2)} FROM {cand} "
+                             f"WHERE {f} AND {col} IS NOT NULL" + ("" if null_clears else f" AND json_type({col}) <> 'NULL'"))
+            elif kind == "upe":
+                parts.append(f"SELECT uid, {col} ->> '$' AS property, CAST('true' AS JSON) AS value, {w(3)} "
+                             f"FROM {cand} WHERE {f} AND json_type({col}) = 'VARCHAR' AND {col} ->> '$' <> ''")
+    if not parts:
+        return "SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS VARCHAR) AS property, CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false"
+    return " UNION ALL ".join(parts)
+
+
+def _counts_sql(ms: list[dict], ev: str) -> str:
+    """Per mapping, in one scan of the de-duplicated events: received objects, objects without
+    user, bare ``user_property.`` keys, invalid ``user_property_event`` values."""
+    out = []
+    for m in ms:
+        f = f"m{m['i']}"
+        ne, ni = "false", "false"
+        for kind, col, _sql, _prop in m["src"]:
+            if kind == "uprops":
+                ne = f"json_exists(uprops, {json_path(_receiver.PREFIX)})"
+            elif kind == "empty":
+                ne = f"{col} IS NOT NULL"
+            elif kind == "upe":
+                ni = f"({col} IS NOT NULL AND (json_type({col}) <> 'VARCHAR' OR {col} ->> '$' = ''))"
+        out += [f"count(*) FILTER (WHERE {f})", f"count(*) FILTER (WHERE {f} AND uid IS NULL)",
+                f"count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND {ne})",
+                f"count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND {ni})"]
+    return f"SELECT {', '.join(out)} FROM {ev}"
+
+
+def _without_filter_pushdown(con, sql: str) -> None:
+    """Run ``sql`` with DuckDB's filter pushdown off: pushed below the projection that computes
+    the mapping flags, the lean pass's filter would compute them (and parse the fields they
+    read) twice per line."""
+    prev = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'disabled_optimizers'").fetchall()
+    prev = prev[0][0] if prev else ""
+    opts = ",".join(o for o in [*(prev or "").split(","), "filter_pushdown"] if o.strip())
+    con.execute(f"SET disabled_optimizers = {sql_str(opts)}")
+    try:
+        con.execute(sql)
+    finally:
+        con.execute(f"SET disabled_optimizers = {sql_str(prev or '')}")
+
+
+def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
+    lean, sp, hsh, md5t, win, cand = _TEMP
+    files = list(export.raw_files)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
-        sql = _lean_sql(list(export.raw_files), ms, null_clears)
-        sql = sql.replace("{types}", f"type IN ({', '.join(sql_str(t) for t in types)})" if types else "TRUE")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {lean} AS {sql}")
-        # de-duplication as the loader does it (per type and message id, latest receivedAt)
+        try:
+            _without_filter_pushdown(
+                con, f"CREATE OR REPLACE TEMP TABLE {lean} AS {_lean_sql(files, ms, _possible_types(ms))}")
+        except duckdb.IOException as exc:  # e.g. a truncated gzip stream
+            raise ExportError(f"cannot read the raw event files: {exc} (a truncated or corrupt "
+                              f"file?)") from exc
+        bad = dict(con.execute(f"SELECT _f, count(*) FROM {lean} WHERE h IS NULL GROUP BY _f").fetchall())
+        if bad:
+            con.execute(f"DELETE FROM {lean} WHERE h IS NULL")
+        # de-duplication as the loader does it (per type and message id, latest receivedAt):
+        # the copies that lose are deleted, so that the table holds the de-duplicated events
         con.execute(f"CREATE OR REPLACE TEMP TABLE {sp} AS SELECT message_id FROM {lean} "
                     f"WHERE message_id IS NOT NULL GROUP BY message_id HAVING count(*) > 1")
-        row = "struct_pack(" + ", ".join(
-            f"{ident('c' + str(i))} := {ident(r[0])}" for i, r in
-            enumerate(con.execute(f"DESCRIBE {lean}").fetchall()) if r[0] not in ("h",)) + ")"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {hsh} AS
-            SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
-            GROUP BY type, message_id, received_at HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
-            UNION SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
-            GROUP BY message_id HAVING count(DISTINCT type) > 1""")
-        need = con.execute(f"SELECT count(*) FROM {lean} WHERE message_id IS NULL OR message_id IN "
-                           f"(SELECT message_id FROM {hsh})").fetchall()[0][0]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {md5t} (_f INTEGER, h UBIGINT, event_hash VARCHAR)")
-        if need:
-            # a second, filtered pass: the loader's hash of the event for the rows that need it
-            hs = f"(SELECT DISTINCT h FROM {lean} WHERE message_id IS NULL OR message_id IN (SELECT message_id FROM {hsh}))"
-            per_file = " UNION ALL ".join(
-                f"SELECT {i} AS _f, r.json AS j FROM read_json_objects({sql_str(p)}, format='auto', "
-                f"ignore_errors=true) AS r WHERE r.json IS NOT NULL"
-                for i, p in enumerate(export.raw_files))
-            con.execute(f"""INSERT INTO {md5t} SELECT DISTINCT _f, hash(CAST(j AS VARCHAR)),
-                                md5(CAST(CAST(j AS JSON) AS VARCHAR))
-                            FROM ({per_file}) WHERE hash(CAST(j AS VARCHAR)) IN {hs}""")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {slow} AS
-            SELECT * EXCLUDE (_dup) FROM (
-                SELECT l.*, d.event_hash, row_number() OVER (
-                    PARTITION BY l.type, l.message_id ORDER BY l.received_at DESC NULLS LAST, d.event_hash) AS _dup
-                FROM {lean} AS l LEFT JOIN {md5t} AS d ON d._f = l._f AND d.h = l.h
-                WHERE l.message_id IS NULL OR l.message_id IN (SELECT message_id FROM {sp}))
-            WHERE _dup = 1 OR message_id IS NULL""")
-        flags = " OR ".join(f"m{m['i']}" for m in ms)
-        ev = (f"(SELECT *, CAST(NULL AS VARCHAR) AS event_hash FROM {lean} WHERE ({flags}) AND "
-              f"message_id IS NOT NULL AND message_id NOT IN (SELECT message_id FROM {sp}) "
-              f"UNION ALL BY NAME SELECT * FROM {slow} WHERE ({flags}))")
-        # the order key (event time, then rank among a user's same-instant events)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {ties} AS SELECT uid, event_time FROM {ev} "
-                    f"WHERE uid IS NOT NULL GROUP BY ALL HAVING count(*) > 1")
-        key_cols = ("uid", "event_time", "original_timestamp", "received_at", "message_id", "event_hash")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {ranks} AS
-            SELECT DISTINCT {', '.join(key_cols)},
-                   dense_rank() OVER (PARTITION BY uid, event_time ORDER BY {_TIE_ORDER}) - 1 AS rnk
-            FROM {ev} AS e WHERE EXISTS (SELECT 1 FROM {ties} AS x WHERE x.uid = e.uid
-                                         AND x.event_time IS NOT DISTINCT FROM e.event_time)""")
-        if (con.execute(f"SELECT max(rnk) FROM {ranks}").fetchall()[0][0] or 0) >= 1024:
-            raise Unplannable("more than 1023 events of one user at one instant")
-        # add the rank to the key of tied events, in place (no join after the unnest below)
-        for t in (lean, slow):
-            on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM {t}.{c}" for c in key_cols if c != "event_hash")
-            eh = (f" AND r.event_hash IS NOT DISTINCT FROM {t}.event_hash" if t == slow
-                  else " AND r.event_hash IS NULL")
-            con.execute(f"UPDATE {t} SET k = k + r.rnk FROM {ranks} AS r WHERE r.rnk > 0 AND {on}{eh}")
-        kev = f"(SELECT *, COALESCE('1' || message_id, '0') AS mid FROM {ev})"
-        # receiver rules per mapping; w orders a user's assignments of one property
-        keep_null = "" if null_clears else " AND j.type <> 'NULL'"
-        parts, counts = [], []
-        for m in ms:
-            i, f = m["i"], f"m{m['i']}"
-            cols = f"uid, k, mid, {i} AS mapping_index"
-            if m["whole"]:
-                tr, upe, full = ident(f"traits{i}"), ident(f"upe{i}"), ident(f"full{i}")
-                parts.append(f"SELECT {cols}, j.key AS property, j.value AS value, 1 AS rule_rank "
-                             f"FROM {kev} AS e, json_each(e.{tr}) AS j WHERE {f} AND uid IS NOT NULL{keep_null}")
-                parts.append(f"SELECT {cols}, substr(j.key, {len(_receiver.PREFIX) + 1}) AS property, "
-                             f"j.value AS value, 2 AS rule_rank FROM {kev} AS e, json_each(e.{full}) AS j "
-                             f"WHERE {f} AND uid IS NOT NULL AND starts_with(j.key, '{_receiver.PREFIX}') "
-                             f"AND length(j.key) > {len(_receiver.PREFIX)}{keep_null}")
-                parts.append(f"SELECT {cols}, json_extract_string({upe}, '$') AS property, "
-                             f"CAST('true' AS JSON) AS value, 3 AS rule_rank FROM {kev} "
-                             f"WHERE {f} AND uid IS NOT NULL AND json_type({upe}) = 'VARCHAR' "
-                             f"AND json_extract_string({upe}, '$') <> ''")
-                counts.append(f"""SELECT count(*) FILTER (WHERE {f}),
-                    count(*) FILTER (WHERE {f} AND uid IS NULL),
-                    count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND json_exists({full}, {json_path(_receiver.PREFIX)})),
-                    count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND {upe} IS NOT NULL
-                                     AND (json_type({upe}) <> 'VARCHAR' OR json_extract_string({upe}, '$') = ''))
-                    FROM {ev}""")
-            else:
-                p = ident(f"p{i}")
-                objects = f"(SELECT {cols}, {p} AS p FROM {kev} WHERE {f})"
-                sub = _receiver.assignments_sql(objects, null_clears=null_clears)
-                parts.append(f"SELECT uid, k, mid, mapping_index, property, value, rule_rank FROM ({sub})")
-                upe = json_path("user_property_event")
-                counts.append(f"""SELECT count(*) FILTER (WHERE {f}),
-                    count(*) FILTER (WHERE {f} AND uid IS NULL),
-                    count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND json_type({p}) = 'OBJECT'
-                                     AND json_exists({p}, {json_path(_receiver.PREFIX)})),
-                    count(*) FILTER (WHERE {f} AND uid IS NOT NULL AND json_type({p}) = 'OBJECT'
-                                     AND json_exists({p}, {upe}) AND (json_type({p}, {upe}) <> 'VARCHAR'
-                                     OR json_extract_string({p}, {upe}) = ''))
-                    FROM {ev}""")
-        names = _names([m["name"] for m in ms]).replace("mapping_index", "mi")
-        # one HUGEINT orders a user's assignments of one property: key, mapping, rule (rule 5)
-        # (k is shifted to be non-negative: the NULL-time sentinel is negative)
-        w = f"((CAST(k AS HUGEINT) + {2 ** 62}) * 32 + mapping_index * 4 + rule_rank)"
+        if con.execute(f"SELECT count(*) FROM {sp}").fetchall()[0][0]:
+            row = "struct_pack(" + ", ".join(
+                f"{ident('c' + str(i))} := {ident(r[0])}" for i, r in
+                enumerate(con.execute(f"DESCRIBE {lean}").fetchall()) if r[0] not in ("h", "_f")) + ")"
+            # copies tied on receivedAt that differ, and ids shared by types: the event hash decides
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE {hsh} AS
+                SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
+                GROUP BY type, message_id, rk HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
+                UNION SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
+                GROUP BY message_id HAVING count(DISTINCT type) > 1""")
+            if con.execute(f"SELECT count(*) FROM {hsh}").fetchall()[0][0]:
+                _hash_pass(con, files, md5t,
+                           f"SELECT _f, h FROM {lean} WHERE message_id IN (SELECT message_id FROM {hsh})")
+            con.execute(f"""DELETE FROM {lean} WHERE rowid IN (
+                SELECT rid FROM (
+                    SELECT l.rowid AS rid, row_number() OVER (PARTITION BY l.type, l.message_id
+                        ORDER BY l.rk DESC, d.event_hash) AS _dup
+                    FROM {lean} AS l LEFT JOIN {md5t} AS d ON d._f = l._f AND d.h = l.h
+                    WHERE l.message_id IN (SELECT message_id FROM {sp}))
+                WHERE _dup > 1)""")
+        # events without message id tied on everything else: the event hash orders them
+        tk = ("uid", "k", "ok", "rk")
+        tied = (f"SELECT _f, h FROM {lean} AS l WHERE message_id IS NULL AND uid IS NOT NULL AND EXISTS ("
+                f"SELECT 1 FROM (SELECT {', '.join(tk)} FROM {lean} WHERE message_id IS NULL AND uid IS NOT NULL "
+                f"GROUP BY ALL HAVING count(*) > 1) AS t WHERE "
+                + " AND ".join(f"t.{c} IS NOT DISTINCT FROM l.{c}" for c in tk) + ")")
+        if con.execute(f"SELECT count(*) FROM ({tied})").fetchall()[0][0]:
+            _hash_pass(con, files, md5t, tied)
+        if con.execute(f"SELECT count(*) FROM {md5t}").fetchall()[0][0]:
+            ev = (f"(SELECT l.*, d.event_hash FROM {lean} AS l "
+                  f"LEFT JOIN {md5t} AS d ON d._f = l._f AND d.h = l.h)")
+        else:
+            ev = f"(SELECT *, CAST(NULL AS VARCHAR) AS event_hash FROM {lean})"
+        # phase 1 (W), then the candidates: the events at some (user, k) of W, ranked once per
+        # user by the full order
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS {_phase1_sql(ms, null_clears, ev)}")
+        anyf = " OR ".join(f"m{m['i']}" for m in ms)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
+            SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_TIE_ORDER}) AS r
+            FROM {ev} AS e WHERE ({anyf}) AND uid IS NOT NULL
+            AND EXISTS (SELECT 1 FROM {win} AS w WHERE w.uid = e.uid AND w.k = e.k)""")
+        # phase 2: the candidates' assignments; per (user, property) the latest by
+        # (rank, mapping, rule 5)
+        n_map = len(ms)
+        names_sql = _names([m["name"] for m in ms]).replace("mapping_index", "mi")
         sql = f"""
             SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value,
                    {_receiver.value_type_sql('json_type(value)')} AS value_type,
-                   {_k_time('kk')} AS updated_at, {_mid('mid')} AS message_id,
+                   {_k_time('k')} AS updated_at, message_id,
                    CASE rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
-                   {names} AS mapping
-            FROM (SELECT uid, property, value, mid, CAST(mw // 32 - {2 ** 62} AS BIGINT) AS kk,
-                         CAST((mw // 4) % 8 AS INTEGER) AS mi, CAST(mw % 4 AS INTEGER) AS rr
-                  FROM (SELECT uid, property, arg_max(value, w) AS value, arg_max(mid, w) AS mid,
-                               max(w) AS mw
-                        FROM (SELECT *, {w} AS w FROM ({' UNION ALL '.join(parts)}))
-                        GROUP BY uid, property))
+                   {names_sql} AS mapping
+            FROM (SELECT uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,
+                         CAST(mw % 4 AS INTEGER) AS rr
+                  FROM (SELECT a.*, c.message_id, c.k FROM (
+                            SELECT uid, property, arg_max(value, w) AS value, max(w) AS mw
+                            FROM ({_assignments_sql(ms, null_clears, cand)}) GROUP BY uid, property) AS a
+                        JOIN {cand} AS c ON c.uid = a.uid AND c.r = a.mw // {4 * n_map}))
             ORDER BY user_id, property"""
         df = long_frame(con, sql)
-        tot = [0, 0, 0, 0]
-        for c in counts:
-            for j, v in enumerate(con.execute(c).fetchall()[0]):
-                tot[j] += int(v or 0)
+        vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
+    tot = [sum(int(v or 0) for v in vals[j::4]) for j in range(4)]
     df.attrs["skipped"] = {"no_user_id": tot[1], "empty_user_property_name": tot[2],
                            "invalid_user_property_event": tot[3]}
     df.attrs["objects"] = tot[0]
-    return df
+    return df, bad

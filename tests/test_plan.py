@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cmdseg_nb import load_export, user_properties
+from cmdseg_nb import CmdsegWarning, load_export, user_properties
 from cmdseg_nb._plan import Unplannable, plan
 from cmdseg_nb._properties import PlanError, _config
 
@@ -307,5 +307,132 @@ def test_raw_lines_that_are_not_json_are_skipped_alike(tmp_path):
     with path.open("a", encoding="utf-8") as fh:
         fh.write('{"type":"identify","userId":"b"\nnot json\n')
     export = load_export(path)
+    with pytest.warns(CmdsegWarning, match=r"2 line\(s\) are not JSON .*events.ndjson.*export.report"):
+        same(export, None)
+    assert export.report.rejected_rows == {"events.ndjson": 2}
+
+
+# --- raw events: candidates instead of per-instant ranks ---------------------------------------
+
+def _ndjson(path: Path, events: list) -> Path:
+    path.write_text("".join((e if isinstance(e, str) else json.dumps(e, ensure_ascii=False)) + "\n"
+                            for e in events), encoding="utf-8")
+    return path
+
+
+def test_raw_events_at_one_instant_are_ordered_by_original_time_received_time_then_id(tmp_path):
+    at = "2024-03-01T10:00:00Z"
+
+    def ident(mid, plan, ots=None, rat=None, **kw):
+        e = {"type": "identify", "userId": "u1", "timestamp": at, "traits": {"plan": plan}, **kw}
+        if mid is not None:
+            e["messageId"] = mid
+        if ots:
+            e["originalTimestamp"] = ots
+        if rat:
+            e["receivedAt"] = rat
+        return e
+
+    path = _ndjson(tmp_path / "events.ndjson", [
+        # u1 "plan": all at one instant; the latest originalTimestamp wins
+        ident("m9", "a", ots="2024-03-01T09:00:00Z"), ident("m1", "b", ots="2024-03-01T09:30:00Z"),
+        ident("m5", "c", ots="2024-03-01T09:10:00Z"),
+        # u1 "seats": same originalTimestamp: the latest receivedAt wins
+        {**ident("s1", "x", ots="2024-03-01T08:00:00Z", rat="2024-03-01T10:00:09Z"), "timestamp": "2024-03-01T11:00:00Z",
+         "traits": {"seats": 1}},
+        {**ident("s2", "x", ots="2024-03-01T08:00:00Z", rat="2024-03-01T10:00:05Z"), "timestamp": "2024-03-01T11:00:00Z",
+         "traits": {"seats": 2}},
+        # u2: same times everywhere: the largest message id wins
+        {**ident("n2", "x"), "userId": "u2", "traits": {"tier": "n2"}},
+        {**ident("n10", "x"), "userId": "u2", "traits": {"tier": "n10"}},
+        {**ident("n1", "x"), "userId": "u2", "traits": {"tier": "n1"}},
+        # u3: no message ids and no times at all: the event hash decides, as in the generic path
+        {"type": "identify", "userId": "u3", "traits": {"k": 1}},
+        {"type": "identify", "userId": "u3", "traits": {"k": 2}},
+        {"type": "identify", "userId": "u3", "traits": {"k": 3}, "context": {"x": 1}},
+    ])
+    export = load_export(path)
+    long = same(export, None)
+    same(export, CUSTOM, null_clears=False)
+    got = {(u, p): (v, m) for u, p, v, m in long[["user_id", "property", "value", "message_id"]].itertuples(index=False)}
+    assert got[("u1", "plan")] == ('"b"', "m1")
+    assert got[("u1", "seats")] == ("1", "s1")
+    assert got[("u2", "tier")] == ('"n2"', "n2")  # text order: "n2" > "n10" > "n1"
+    assert got[("u3", "k")][1] is None or pd.isna(got[("u3", "k")][1])
+
+
+def test_raw_more_than_1023_events_of_one_user_at_one_instant(tmp_path):
+    events = [{"type": "identify", "userId": "u1", "messageId": f"m{i:05d}", "timestamp": "2024-01-01T00:00:00Z",
+               "traits": {"n": i, **({"odd": i} if i % 2 else {})}} for i in range(1500)]
+    random.Random(0).shuffle(events)
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    long = user_properties(export, engine="plan")  # no fallback: ties need no ranks any more
+    pd.testing.assert_frame_equal(long, user_properties(export, engine="generic"))
+    got = dict(zip(long["property"], zip(long["value"], long["message_id"])))
+    assert got == {"n": ("1499", "m01499"), "odd": ("1499", "m01499")}
+
+
+RAW_KEYS = [
+    {"name": "Traits key", "trigger": 'type = "identify" or type = "track"',
+     "data": {"userId": {"@path": "$.userId"}, "traits": {"@path": "$.traits"},
+              "user_property.plan": {"@path": "$.properties.plan"}, "user_property.": None,
+              "user_property_event": {"@path": "$.event"}}},
+    {"name": "Whole", "trigger": 'type = "identify"', "data": {"@path": "$."}},
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_raw_traits_key_and_explicit_nulls_equal_generic(tmp_path, seed):
+    export = load_export(_random_raw(tmp_path / "events.ndjson", seed))
+    long = same(export, RAW_KEYS)
+    same(export, RAW_KEYS, null_clears=False)
+    assert (long["mapping"] == "Traits key").any()
+    assert long.attrs["skipped"]["empty_user_property_name"] > 0
+
+
+def test_raw_times_out_of_the_usual_range_equal_generic(tmp_path):
+    events = [{"type": "identify", "userId": "u1", "messageId": f"m{i}", "timestamp": t, "traits": {"x": i}}
+              for i, t in enumerate(["1700-01-01T00:00:00Z", "2500-01-01T00:00:00Z", None, "infinity",
+                                     "-infinity", "0001-01-01T00:00:00Z"])]
+    events += [{"type": "identify", "userId": "u2", "messageId": "z", "traits": {"y": 1}},
+               {"type": "identify", "userId": "u2", "messageId": "a", "timestamp": "-infinity",
+                "traits": {"y": 2}}]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    user_properties(export, engine="plan")
     same(export, None)
-    assert export.report.rejected_rows
+
+
+def test_raw_odd_keys_and_literals_equal_generic(tmp_path):
+    events = [{"type": "track", "userId": f"u{i % 3}", "messageId": f"m{i}", "event": "E",
+               "timestamp": f"2024-01-0{1 + i % 5}T00:00:00Z",
+               "properties": {"a/b~c": i, "q'uote": {"x": i} if i % 2 else None}} for i in range(12)]
+    events.append({"type": "track", "userId": "u1", "messageId": "p", "event": "E", "properties": None,
+                   "timestamp": "2024-02-01T00:00:00Z"})
+    cfg = [{"name": "odd", "trigger": 'type = "track" and event = "E"',
+            "data": {"userId": {"@path": "$.userId"}, "user_property.slash": {"@path": "$.properties.a/b~c"},
+                     "user_property.quote": {"@path": "$.properties.q'uote.x"},
+                     "user_property.lit": "cmdseg'ev json_extract(cmdseg'ev, '/x')"}}]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    long = same(export, cfg)
+    same(export, cfg, null_clears=False)
+    assert set(long["property"]) == {"slash", "quote", "lit"}
+
+
+@pytest.mark.parametrize("trigger", ['type = "track" and event = "Plan Changed"', 'event = "Plan Changed"'])
+def test_raw_copy_received_later_that_no_longer_matches_wins_de_duplication(tmp_path, trigger):
+    t = "2024-01-01T00:00:00Z"
+    events = [
+        {"type": "track", "userId": "u1", "messageId": "m1", "event": "Plan Changed",
+         "properties": {"plan": "pro"}, "timestamp": t, "receivedAt": "2024-01-01T00:00:01Z"},
+        # the same message received later, renamed: it replaces the first copy, and matches nothing
+        {"type": "track", "userId": "u1", "messageId": "m1", "event": "Renamed",
+         "properties": {"plan": "pro"}, "timestamp": t, "receivedAt": "2024-01-01T00:00:09Z"},
+        {"type": "track", "userId": "u2", "messageId": "m2", "event": "Plan Changed",
+         "properties": {"plan": "free"}, "timestamp": t},
+        {"type": "page", "userId": "u3", "messageId": "m2", "name": "x"},  # an id shared by types
+    ]
+    cfg = [{"name": "Plan", "trigger": trigger,
+            "data": {"userId": {"@path": "$.userId"}, "user_property.plan": {"@path": "$.properties.plan"}}}]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    long = same(export, cfg)
+    assert list(zip(long["user_id"], long["value"])) == [("u2", '"free"')]
