@@ -249,9 +249,14 @@ class Export:
         return self.report.events
 
     def __repr__(self) -> str:
-        if not self.materialized:
-            return (f"<Export of {len(self._report.rows_read)} tables/files "
-                    f"({sum(self._report.rows_read.values()):,} rows), not yet materialized>")
+        if not self.materialized:  # raw files are not read (nor counted) before
+            parts = []
+            if self.tables:
+                rows = sum(n for t, n in self._report.rows_read.items() if t in {x.name for x in self.tables})
+                parts.append(f"{len(self.tables)} tables ({rows:,} rows)")
+            if self.raw_files:
+                parts.append(f"{len(self.raw_files)} raw event file{'s' if len(self.raw_files) != 1 else ''}")
+            return f"<Export of {' and '.join(parts)}, not yet materialized>"
         return (f"<Export {self.report.events:,} events from "
                 f"{len(self.report.rows_read)} tables/files in {self.table!r}>")
 
@@ -593,6 +598,33 @@ def _note_bad_json(con, name: str, path: str, report: "LoadReport", *, warehouse
     return int(n_good)
 
 
+def _count_raw(con, raw: list[_Source], report: LoadReport) -> int:
+    """One pass over the raw files: per file the lines that are JSON (``rows_read``) and those
+    that are not (``rejected_rows``, the first of them named by line). Returns the lines that
+    are JSON (the rows the raw selects yield)."""
+    per_file = " UNION ALL ".join(
+        f"SELECT {i} AS _f, json IS NULL AS bad FROM read_json_objects({sql_str(src.paths[0])}, "
+        f"format='auto', ignore_errors=true)" for i, src in enumerate(raw))
+    try:
+        with duckdb_errors("cannot read the raw event files", ExportError):
+            got = {f: (int(good), int(bad)) for f, good, bad in con.execute(
+                f"SELECT _f, count(*) FILTER (WHERE NOT bad), count(*) FILTER (WHERE bad) "
+                f"FROM ({per_file}) GROUP BY _f").fetchall()}
+    except ExportError:
+        for src in raw:  # name the file that cannot be read
+            _note_bad_json(con, src.name, src.paths[0], LoadReport(), warehouse=False)
+        raise
+    for i, src in enumerate(raw):
+        good, bad = got.get(i, (0, 0))
+        report.rows_read[src.name] = report.rows_read.get(src.name, 0) + good
+        if bad:
+            lines, _n = _bad_json_lines(src.paths[0])
+            for line in lines:
+                report.add_rejected(src.name, src.paths[0], line, "not valid JSON")
+            report.rejected_rows[src.name] = report.rejected_rows.get(src.name, 0) - len(lines) + bad
+    return sum(good for good, _bad in got.values())
+
+
 def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
                 con: duckdb.DuckDBPyConnection | None = None,
                 table: str = "cmdseg_events",
@@ -686,11 +718,11 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
             report.ignored_tables[t.name] = ("an upserted snapshot of the latest traits, not "
                                              "events; properties are computed from identifies")
     selects = [sql for _name, sql in table_selects(tables, report=report)]
-    for src in (s for s in sources if s.kind == "raw"):
-        # one pass: bad lines noted, good lines counted (the rows _raw_select yields)
-        report.rows_read[src.name] = _note_bad_json(con, src.name, src.paths[0], report, warehouse=False)
-        selects.append(_raw_select(src))
-    if not selects:
+    raw = [s for s in sources if s.kind == "raw"]
+    # raw files are not read here: their lines are counted (and the bad ones named) when the
+    # report is first needed; the raw fast path of user_properties reads them once by itself
+    raw_selects = [_raw_select(src) for src in raw]
+    if not selects and not raw_selects:
         raise ExportError("no event tables found (only snapshot tables such as users/accounts)",
                           source=str(source))
     if wh:
@@ -698,10 +730,14 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
             "warehouse tables: trait/property names are kept as exported (snake_case, nested "
             "objects flattened with '_'); original camelCase or dotted names and explicit nulls "
             "cannot be recovered, and NULL cells are read as 'not sent'.")
-    raw_files = tuple(p for s in sources if s.kind == "raw" for p in s.paths)
+    raw_files = tuple(p for s in raw for p in s.paths)
+
+    raw_rows: list[int] = []  # counted once, even when building the table fails and is retried
 
     def finish(export: Export) -> None:
-        _materialize(con, table, tables, selects, report)
+        if raw and not raw_rows:
+            raw_rows.append(_count_raw(con, raw, report))
+        _materialize(con, table, tables, selects, report, raw_selects, sum(raw_rows))
 
     return Export(con, table, report, tables, raw_files, finish=finish)
 
@@ -765,8 +801,10 @@ def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None
     return out
 
 
-def _materialize(con, table: str, tables: tuple, selects: list[str], report: LoadReport) -> None:
-    """Create the canonical events table and fill the report's counts."""
+def _materialize(con, table: str, tables: tuple, selects: list[str], report: LoadReport,
+                 raw_selects: list[str] = (), raw_rows: int = 0) -> None:
+    """Create the canonical events table and fill the report's counts (``raw_rows``: the rows
+    the ``raw_selects`` yield, counted before)."""
     names = {t.name for t in tables if t.event_type is not None}
     per_event = [t for t in tables if t.event_type is not None and t.name not in TABLE_TYPES]
     if "tracks" in names and per_event:
@@ -784,7 +822,8 @@ def _materialize(con, table: str, tables: tuple, selects: list[str], report: Loa
                                         AND EXISTS (SELECT 1 FROM ({pe}) x WHERE {by_content}))
                 FROM ({tracks_raw}) w""").fetchall()[0]
         report.track_twins = {"by_id": int(n_id), "by_event_user_time": int(n_content)}
-    union = " UNION ALL BY NAME ".join(f"({s})" for s in selects)
+    counted = " UNION ALL BY NAME ".join(f"({s})" for s in selects)
+    union = " UNION ALL BY NAME ".join(f"({s})" for s in [*selects, *raw_selects])
     canon = f"""
         WITH raw AS ({union}),
         ranked AS (
@@ -800,7 +839,8 @@ def _materialize(con, table: str, tables: tuple, selects: list[str], report: Loa
                event_json, source
         FROM ranked WHERE _dup = 1 OR message_id IS NULL"""
     with duckdb_errors("cannot build the canonical events table", ExportError):
-        total = con.execute(f"SELECT count(*) FROM ({union})").fetchall()[0][0]
+        total = raw_rows + (con.execute(f"SELECT count(*) FROM ({counted})").fetchall()[0][0]
+                            if selects else 0)
         con.execute(f"CREATE OR REPLACE TABLE {ident(table)} AS {canon}")
         report.events, report.rows_without_user_id = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE user_id IS NULL) FROM {ident(table)}").fetchall()[0]

@@ -213,3 +213,59 @@ def test_truncated_gzip_names_the_file(tmp_path):
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(ExportError, match="part.json.gz.*truncated or corrupt"):
         load_export(path)
+
+
+def test_raw_files_are_not_read_by_load_export_but_counted_when_the_report_is_needed(tmp_path):
+    from cmdseg_nb import CmdsegWarning, user_properties
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type":"identify","userId":"a","messageId":"1","traits":{"x":1}}\n'
+                    '{"type":"identify","userId":"b"\n'
+                    '\n'
+                    '{"type":"identify","userId":"c","messageId":"2","traits":{"x":2}}\n'
+                    'not json\n')
+    export = load_export(path)
+    assert not export.materialized and export._report.rows_read == {}  # nothing counted yet
+    assert repr(export) == "<Export of 1 raw event file, not yet materialized>"
+    assert not export.materialized
+    with pytest.warns(CmdsegWarning, match=r"2 line\(s\) are not JSON and were skipped \(2 in events.ndjson\); "
+                                            r"export.report names them"):
+        long = user_properties(export, engine="plan")
+    assert sorted(long["user_id"]) == ["a", "c"]
+    assert not export.materialized and export._report.rows_read == {}
+    r = export.report  # counted now, exactly as before
+    assert r.rows_read == {"events.ndjson": 2}
+    assert r.rejected_rows == {"events.ndjson": 2}
+    assert [line for *_x, line, _r in r.rejected_examples] == [2, 5]
+    assert r.events == 2 and r.duplicates_removed == 0
+    r2 = export.report
+    assert r2.rejected_rows == {"events.ndjson": 2} and len(r2.rejected_examples) == 2  # counted once
+
+
+def test_raw_and_warehouse_files_together_count_each_once(tmp_path):
+    pd.DataFrame([{"id": "m1", "user_id": "u1", "plan": "y",
+                   "timestamp": "2024-01-01T00:00:00Z"}]).to_csv(tmp_path / "identifies.csv", index=False)
+    write_ndjson(tmp_path / "raw.ndjson", [
+        {"type": "identify", "userId": "a", "messageId": "r1", "traits": {"x": 1}},
+        {"type": "identify", "userId": "a", "messageId": "r1", "traits": {"x": 1}},  # a duplicate
+    ])
+    export = load_export(tmp_path)
+    assert repr(export) == "<Export of 1 tables (1 rows) and 1 raw event file, not yet materialized>"
+    r = export.report
+    assert r.rows_read == {"identifies": 1, "raw.ndjson": 2}
+    assert r.events == 2 and r.duplicates_removed == 1
+
+
+def test_truncated_gzip_found_after_load_names_the_file(tmp_path):
+    import random
+    from cmdseg_nb import user_properties
+    rnd = random.Random(0)
+    lines = b"".join(json.dumps({"type": "identify", "userId": f"u{i}", "messageId": str(i),
+                                 "traits": {"r": rnd.random()}}).encode() + b"\n" for i in range(60000))
+    good = gzip.compress(lines)
+    path = tmp_path / "part.json.gz"
+    path.write_bytes(good[: len(good) * 3 // 4])  # the first 64 KB still read fine
+    export = load_export(path)  # not read here
+    with pytest.raises(ExportError, match="part.json.gz.*truncated or corrupt"):
+        user_properties(export, engine="plan")
+    with pytest.raises(ExportError, match="part.json.gz.*truncated or corrupt"):
+        export.report
