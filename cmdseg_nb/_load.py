@@ -388,6 +388,36 @@ def _reader_sql(src: _Source) -> str:
             f"sample_size=-1, ignore_errors=true)")
 
 
+def _parquet_footers(con, read: list) -> list:
+    """Fill the columns (name, DuckDB type) and row counts of the Parquet tables in ``read``
+    (``(source, view, None, None)``) with two queries for all of them: the views' columns, and
+    the files' row counts from their footers (no data pages are read)."""
+    todo = [(i, src, view) for i, (src, view, desc, _n) in enumerate(read) if desc is None]
+    if not todo:
+        return read
+    names = ", ".join(sql_str(view) for _i, _s, view in todo)
+    cols: dict[str, list] = {}
+    for view, name, dtype in con.execute(
+            f"SELECT table_name, column_name, data_type FROM information_schema.columns "
+            f"WHERE table_name IN ({names}) ORDER BY table_name, ordinal_position").fetchall():
+        cols.setdefault(view, []).append((name, dtype))
+    files = [p for _i, src, _v in todo for p in src.paths]
+    with duckdb_errors("cannot read the Parquet footers", ExportError):
+        rows = dict(con.execute(
+            f"SELECT file_name, sum(num_rows) FROM parquet_file_metadata("
+            f"[{', '.join(sql_str(p) for p in files)}]) GROUP BY file_name").fetchall())
+    out = list(read)
+    for i, src, view in todo:
+        if all(p in rows for p in src.paths):
+            n = int(sum(rows[p] for p in src.paths))
+        else:  # a path spelled otherwise by DuckDB: count the view
+            with duckdb_errors(f"cannot read table {src.name!r} from {src.paths}", ExportError,
+                               source=src.name):
+                n = con.execute(f"SELECT count(*) FROM {ident(view)}").fetchall()[0][0]
+        out[i] = (src, view, cols.get(view, []), n)
+    return out
+
+
 def _csv_rejects(con, src: _Source) -> list[tuple[str, int, str]]:
     """Rows of a table's CSV files that could not be read: ``(file, line, reason)``, by line."""
     out: list[tuple[str, int, str]] = []
@@ -680,11 +710,15 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
     selects: list[str] = []
     wh = [s for s in sources if s.kind == "warehouse"]
     views: dict[str, tuple[_Source, dict[str, str], dict[str, str], str]] = {}
+    read: list[tuple[_Source, str, list | None, int | None]] = []
     for i, src in enumerate(wh):
         view = f"cmdseg_src_{i}"
         with duckdb_errors(f"cannot read table {src.name!r} from {src.paths}", ExportError,
                            source=src.name):
             con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS SELECT * FROM {_reader_sql(src)}")
+            if src.fmt == "parquet":  # columns and row counts from the footers, below, at once
+                read.append((src, view, None, None))
+                continue
             desc = con.execute(f"DESCRIBE {ident(view)}").fetchall()
             n = con.execute(f"SELECT count(*) FROM {ident(view)}").fetchall()[0][0]
         if src.fmt == "csv":
@@ -696,6 +730,9 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
         elif src.fmt == "json":
             for path in src.paths:
                 _note_bad_json(con, src.name, path, report, warehouse=True)
+        read.append((src, view, desc, n))
+    read = _parquet_footers(con, read)
+    for src, view, desc, n in read:
         cols: dict[str, str] = {}
         types: dict[str, str] = {}
         for name, dtype, *_ in desc:
