@@ -534,8 +534,10 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # user by the full order
         con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS {_phase1_sql(ms, null_clears, ev)}")
         anyf = " OR ".join(f"m{m['i']}" for m in ms)
+        keep = ", ".join(ident(r[0]) for r in con.execute(f"DESCRIBE {lean}").fetchall()
+                         if r[0] not in ("_f", "h", "type")) + ", event_hash"
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
-            SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_TIE_ORDER}) AS r
+            SELECT {keep}, row_number() OVER (PARTITION BY uid ORDER BY {_TIE_ORDER}) AS r
             FROM {ev} AS e WHERE ({anyf}) AND uid IS NOT NULL
             AND EXISTS (SELECT 1 FROM {win} AS w WHERE w.uid = e.uid AND w.k = e.k)""")
         # phase 2: the candidates' assignments; per (user, property) the latest by
