@@ -323,32 +323,7 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared with the raw-events path
-
-
-# Which-value-wins order as one BIGINT per event: event time in microseconds (times 1024),
-# plus, for a user's events sharing one event time, their rank by the rest of the order
-# (originalTimestamp, receivedAt, message id, event hash). NULL sorts lowest, like the generic
-# path's DESC NULLS LAST. Times outside 1830-2110, or more than 1023 events of one user at one
-# instant, raise and the caller falls back to the generic path.
-_NULL_US = -(2 ** 52)
-_OUT_OF_RANGE = "cmdseg_plan: order key out of range"
-_K_TIME = (f"(CASE WHEN event_time IS NULL THEN {_NULL_US} "
-           f"WHEN event_time BETWEEN TIMESTAMPTZ '1830-01-01 00:00:00+00' AND TIMESTAMPTZ '2110-01-01 00:00:00+00' "
-           f"THEN epoch_us(event_time) ELSE error('{_OUT_OF_RANGE}') END) * 1024")
-_TIE_ORDER = ("original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
-              "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
-
-
-def _k_time(k: str) -> str:
-    """The event time held in an order key (NULL for the NULL sentinel)."""
-    return (f"CASE WHEN {k} >= {_NULL_US + 1} * 1024 "
-            f"THEN CAST(make_timestamp(CAST(floor({k} / 1024) AS BIGINT)) AS TIMESTAMPTZ) END")
-
-
-def _mid(enc: str) -> str:
-    """The message id held in an encoded ``mid`` (see :func:`keyed_sql`)."""
-    return f"CASE WHEN starts_with({enc}, '1') THEN substr({enc}, 2) END"
+# Shared with the queries (_plan_run, _plan_raw)
 
 
 def _names(mapping_names: list[str]) -> str:
