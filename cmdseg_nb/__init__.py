@@ -6,7 +6,7 @@ Send: :func:`send` (or :func:`send_async`) of a DataFrame, Arrow table or DuckDB
 Segment messages; :func:`identify_frame` / :func:`track_frame` build them from flat tables.
 Connect: :func:`connect` (plain) or ``cmdseg_nb.widgets`` (Jupyter panels, imported on demand).
 """
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._config import Mapping, MappingConfig
 from ._errors import (
@@ -21,7 +21,7 @@ from ._errors import (
 from ._load import Export, LoadReport, load_export
 from ._properties import PlanError, explain, to_wide, user_properties
 
-if TYPE_CHECKING:  # imported on first use (PEP 562): the sender's HTTP stack, sqlglot, widgets
+if _TYPE_CHECKING:  # imported on first use (PEP 562): the sender's HTTP stack, sqlglot, widgets
     from ._connection import Connection, TestEventResult, connect
     from ._coverage import Coverage, coverage
     from ._messages import identify_frame, track_frame
