@@ -694,7 +694,11 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
     ------
     ExportError
         When the source has no readable files, a file cannot be parsed, or a table's column
-        names collide after case folding.
+        names collide after case folding. Raw event files are only opened here (their first
+        64 KB); a raw file that is corrupt further on raises ``ExportError`` naming it when it
+        is read (``user_properties``, ``export.report``), and lines that are not JSON are
+        counted and named in ``export.report`` (the raw fast path warns with
+        :class:`CmdsegWarning` when it meets some).
 
     Notes
     -----
