@@ -326,6 +326,25 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
 # Shared with the queries (_plan_run, _plan_raw)
 
 
+#: Which-value-wins order, first part: an event time (TIMESTAMPTZ) as one BIGINT of
+#: microseconds. No time sorts below every time, -infinity just above it, infinity above every
+#: finite time (``epoch_us`` gives NULL for the infinities).
+_K_NULL, _K_NINF, _K_INF = -(2 ** 63) + 1, -(2 ** 63) + 2, 2 ** 63 - 1
+
+
+def key_sql(t: str) -> str:
+    """SQL: the BIGINT order key of the event time ``t``."""
+    return (f"(CASE WHEN {t} IS NULL THEN {_K_NULL} "
+            f"WHEN {t} = '-infinity'::TIMESTAMPTZ THEN {_K_NINF} "
+            f"WHEN {t} = 'infinity'::TIMESTAMPTZ THEN {_K_INF} ELSE epoch_us({t}) END)")
+
+
+def key_time_sql(k: str) -> str:
+    """SQL: the event time (TIMESTAMPTZ) held in the order key ``k``; NULL for no time."""
+    return (f"CASE {k} WHEN {_K_NULL} THEN NULL WHEN {_K_NINF} THEN '-infinity'::TIMESTAMPTZ "
+            f"WHEN {_K_INF} THEN 'infinity'::TIMESTAMPTZ ELSE make_timestamptz({k}) END")
+
+
 def _names(mapping_names: list[str]) -> str:
     return "CASE mapping_index " + " ".join(
         f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(mapping_names)) + " END"

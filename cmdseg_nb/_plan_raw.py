@@ -41,7 +41,7 @@ from . import _receiver
 from ._db import duckdb_errors, ident, json_path, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
-from ._plan import Unplannable, _names
+from ._plan import Unplannable, _names, key_sql, key_time_sql
 from ._warehouse import object_sql
 
 __all__ = ["run"]
@@ -52,28 +52,9 @@ _TRIGGER_KEYS = {"event-type": "type", "event": "event", "name": "name", "userId
 _TEMP = ("cmdseg_raw_lean", "cmdseg_raw_special", "cmdseg_raw_hash", "cmdseg_raw_md5",
          "cmdseg_raw_win", "cmdseg_raw_cand")
 _TIE_ORDER = ("k, ok, rk, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
-#: k of an event without time (lowest), and of the infinite times (epoch_us gives NULL there)
-_K_NULL, _K_NINF, _K_INF = -(2 ** 63), -(2 ** 63) + 1, 2 ** 63 - 1
 #: placeholder for the event in compiled triggers and mapping data: a quote inside, so that no
 #: SQL literal holds it as such (quotes in literals are doubled)
 _PH = "cmdseg'ev"
-
-
-def _big(v: int) -> str:
-    return f"CAST({v} AS BIGINT)" if v != _K_NULL else f"CAST({v + 1} AS BIGINT) - 1"
-
-
-def _k_sql(t: str) -> str:
-    """BIGINT order key of the event time ``t`` (TIMESTAMPTZ): microseconds since the epoch."""
-    return (f"COALESCE(epoch_us({t}), CASE WHEN {t} IS NULL THEN {_big(_K_NULL)} "
-            f"WHEN {t} > TIMESTAMPTZ '1970-01-01 00:00:00+00' THEN {_big(_K_INF)} ELSE {_big(_K_NINF)} END)")
-
-
-def _k_time(k: str) -> str:
-    """The event time (TIMESTAMPTZ) of an order key; NULL for the no-time key."""
-    return (f"CASE {k} WHEN {_big(_K_NULL)} THEN NULL "
-            f"WHEN {_big(_K_INF)} THEN CAST('infinity' AS TIMESTAMPTZ) "
-            f"WHEN {_big(_K_NINF)} THEN CAST('-infinity' AS TIMESTAMPTZ) ELSE make_timestamptz({k}) END")
 
 
 def _keys_of_data(data, out: set) -> bool:
@@ -249,7 +230,7 @@ def _lean_sql(files: list[str], ms: list[dict], keep_unmatched: str | None) -> s
         flags.append(f)
         cols.append(f"COALESCE(NOT bad AND ({direct(fql_to_sql(m['ast'], _PH), m, True)}), false) AS {f}")
     anyf = "(" + " OR ".join(flags) + ")"
-    out = ["_f", "type", "message_id", f"{_k_sql('t_rat')} AS rk", f"{_k_sql('t_ots')} AS ok", "k",
+    out = ["_f", "type", "message_id", f"{key_sql('t_rat')} AS rk", f"{key_sql('t_ots')} AS ok", "k",
            f"CASE WHEN {anyf} THEN uid END AS uid", "h", *flags]
     whole = [m for m in ms if m["whole"]]
     if whole:
@@ -274,7 +255,7 @@ def _lean_sql(files: list[str], ms: list[dict], keep_unmatched: str | None) -> s
     ids = f"{s('type')} AS type, {s('messageId')} AS message_id"
     return f"""
         SELECT {', '.join(out)} FROM (
-            SELECT *, {_k_sql('COALESCE(t_ts, t_ots, t_rat)')} AS k FROM (
+            SELECT *, {key_sql('COALESCE(t_ts, t_ots, t_rat)')} AS k FROM (
                 SELECT *, {ts('timestamp')} AS t_ts, {ts('originalTimestamp')} AS t_ots,
                        {ts('receivedAt')} AS t_rat, {uid} AS uid,
                        {'' if keep_unmatched else ids + ','} CASE WHEN NOT bad THEN hash(line) END AS h FROM (
@@ -547,7 +528,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         sql = f"""
             SELECT uid AS user_id, property, CAST(value AS VARCHAR) AS value,
                    {_receiver.value_type_sql('json_type(value)')} AS value_type,
-                   {_k_time('k')} AS updated_at, message_id,
+                   {key_time_sql('k')} AS updated_at, message_id,
                    CASE rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
                    {names_sql} AS mapping
             FROM (SELECT uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,

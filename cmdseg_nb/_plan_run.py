@@ -30,17 +30,11 @@ from . import _receiver
 from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
-from ._plan import _FLOAT, Plan, Src, _leaves, _names, plan
+from ._plan import _FLOAT, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan
 from ._warehouse import TABLE_TYPES, json_value_sql
 
 __all__ = ["run"]
 
-#: Which-value-wins order, first part: the event time in microseconds as one BIGINT. No time
-#: sorts below every time, -infinity just above it, infinity above every finite time.
-_KEY = ("(CASE WHEN event_time IS NULL THEN -9223372036854775807 "
-        "WHEN event_time = '-infinity'::TIMESTAMPTZ THEN -9223372036854775806 "
-        "WHEN event_time = 'infinity'::TIMESTAMPTZ THEN 9223372036854775807 "
-        "ELSE epoch_us(event_time) END)")
 #: The rest of the order, for events sharing ``k`` (ascending: the last one wins).
 _RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
                "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
@@ -52,16 +46,7 @@ _RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIR
 _KC = "CAST(greatest(least(k, 2305843009213693952), -2305843009213693952) AS HUGEINT)"
 _H1 = f"({_KC} * 18446744073709551616 + CAST(hash(message_id, _t) AS HUGEINT))"
 _H2 = f"({_KC} * 18446744073709551616 + CAST(18446744073709551615 - hash(message_id, _t) AS HUGEINT))"
-_SETTLED = ("h1 + h2 = (CAST(greatest(least(k, 2305843009213693952), -2305843009213693952) AS HUGEINT)"
-            " * 2 + 1) * 18446744073709551616 - 1")
-
-
-def _time_of(k: str) -> str:
-    """The event time held in ``k`` (see :data:`_KEY`)."""
-    return (f"CASE WHEN {k} = -9223372036854775807 THEN NULL "
-            f"WHEN {k} = -9223372036854775806 THEN '-infinity'::TIMESTAMPTZ "
-            f"WHEN {k} = 9223372036854775807 THEN 'infinity'::TIMESTAMPTZ "
-            f"ELSE CAST(make_timestamp({k}) AS TIMESTAMPTZ) END")
+_SETTLED = f"h1 + h2 = ({_KC} * 2 + 1) * 18446744073709551616 - 1"
 
 
 def _collisions(con, s: dict, dyn: str) -> set[str]:
@@ -195,7 +180,7 @@ def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bo
             continue
         cols = [f"{ti} AS _t", "message_id", "type", "received_at", "original_timestamp",
                 "COALESCE(timestamp, original_timestamp, received_at) AS event_time",
-                f"{_KEY.replace('event_time', 'COALESCE(timestamp, original_timestamp, received_at)')} AS k",
+                f"{key_sql('COALESCE(timestamp, original_timestamp, received_at)')} AS k",
                 f"{uid if tp.mappings else 'CAST(NULL AS VARCHAR)'} AS uid",
                 "md5(CAST(event_json AS VARCHAR)) AS event_hash" if hashed
                 else "CAST(NULL AS VARCHAR) AS event_hash"]
@@ -586,7 +571,7 @@ class _Run:
                 f"CAST('true' AS JSON) AS value, 'boolean' AS value_type")
             # the groups settled by their aggregation
             direct.append(f"""
-                SELECT d.uid, d.property, NULL AS r, {head}, {_time_of('d.k')} AS event_time,
+                SELECT d.uid, d.property, NULL AS r, {head}, {key_time_sql('d.k')} AS event_time,
                        d.mid AS message_id
                 FROM {d} AS d ANTI JOIN {d}_r AS x ON x.uid = d.uid AND x.property = d.property
                 WHERE d.property IS NOT NULL AND d.k IS NOT NULL""")
