@@ -783,12 +783,17 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
     return Export(con, table, report, tables, raw_files, finish=finish)
 
 
-def _twin_filters(pe: str) -> tuple[str, str]:
+def _twin_filters(per_event_selects: Iterable[str]) -> tuple[str, str, str]:
+    """The per-event tables' rows (``pe``: message id, event, user, anonymous id, time) and the
+    two conditions matching a ``tracks`` row ``w`` to its twin ``x`` there: by id, by content."""
+    pe = " UNION ALL ".join(
+        f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
+        for q in per_event_selects)
     by_id = "x.message_id = w.message_id"
     by_content = ("x.event = w.event AND x.user_id IS NOT DISTINCT FROM w.user_id AND "
                   "x.anonymous_id IS NOT DISTINCT FROM w.anonymous_id AND "
                   "x.timestamp = w.timestamp")
-    return by_id, by_content
+    return pe, by_id, by_content
 
 
 def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None = None,
@@ -831,10 +836,7 @@ def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None
             # Segment's warehouses; some loaders write different ids, so an (event, userId,
             # anonymousId, timestamp) match counts too. Two anti-joins (not one OR) so that
             # DuckDB hash-joins them.
-            pe = " UNION ALL ".join(
-                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
-                for q in per_event_sql)
-            by_id, by_content = _twin_filters(pe)
+            pe, by_id, by_content = _twin_filters(per_event_sql)
             tracks_sql = (f"SELECT * FROM ({tracks_sql}) AS w "
                           f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id}) "
                           f"AND NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
@@ -849,10 +851,7 @@ def _materialize(con, table: str, tables: tuple, selects: list[str], report: Loa
     names = {t.name for t in tables if t.event_type is not None}
     per_event = [t for t in tables if t.event_type is not None and t.name not in TABLE_TYPES]
     if "tracks" in names and per_event:
-        pe_sql = [sql for name, sql in table_selects(per_event)]
-        pe = " UNION ALL ".join(
-            f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})" for q in pe_sql)
-        by_id, by_content = _twin_filters(pe)
+        pe, by_id, by_content = _twin_filters(sql for _name, sql in table_selects(per_event))
         tracks = [t for t in tables if t.name == "tracks"]
         tracks_raw = table_selects(tracks)[0][1]
         with duckdb_errors("cannot match tracks rows to their per-event tables", ExportError,

@@ -296,7 +296,7 @@ def slots_of(p: Plan) -> dict:
 
 def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str]:
     """Rebuilt-event selects (with ``event_json``) of ``tables``; ``tracks`` keeps the twin filter."""
-    from ._load import _twin_filters, table_selects
+    from ._load import table_selects
     by_name = {t.name: t for t in export.tables if t.event_type is not None}
     pt = {tp.name: tp.columns for tp in p.tables}
     out = {}
@@ -310,12 +310,9 @@ def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str
         assert sel.count(src) == 1
         sel = sel.replace(src, f"FROM (SELECT * FROM {ident(t.view)} AS t WHERE {mid} IS NULL OR "
                                f"CAST({mid} AS VARCHAR) IN (SELECT message_id FROM {ids})) AS t")
-        per_event = [t for t in by_name.values() if t.name not in TABLE_TYPES]
-        if name == "tracks" and per_event:
-            pe = " UNION ALL ".join(
-                f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
-                for _n, q in table_selects(per_event, lean=True))
-            by_id, by_content = _twin_filters(pe)
+        twins = _per_event_twins(export) if name == "tracks" else None
+        if twins:
+            pe, by_id, by_content = twins
             sel = (f"SELECT * FROM ({sel}) AS w WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id}) "
                    f"AND NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
         out[name] = sel
@@ -368,6 +365,16 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
     return df
 
 
+def _per_event_twins(export) -> tuple[str, str, str] | None:
+    """``_load._twin_filters`` over the export's per-event tables (lean selects); None when
+    there are none."""
+    from ._load import _twin_filters, table_selects
+    per_event = [t for t in export.tables if t.event_type is not None and t.name not in TABLE_TYPES]
+    if not per_event:
+        return None
+    return _twin_filters(q for _n, q in table_selects(per_event, lean=True))
+
+
 def _tracks_without_twins(con, export, tracks: str) -> str:
     """The ``tracks`` rows without a twin in a per-event table, as the loader keeps them (see
     ``_load.table_selects``), held in a temporary table; returns a SELECT of it.
@@ -375,14 +382,10 @@ def _tracks_without_twins(con, export, tracks: str) -> str:
     The match on id runs first; the match on content only over the rows it leaves (usually
     none: Segment's twins share their id), so the per-event tables' content is hashed only
     when needed."""
-    from ._load import _twin_filters, table_selects
-    per_event = [t for t in export.tables if t.event_type is not None and t.name not in TABLE_TYPES]
-    if not per_event:
+    twins = _per_event_twins(export)
+    if twins is None:
         return tracks
-    pe = " UNION ALL ".join(
-        f"SELECT message_id, event, user_id, anonymous_id, timestamp FROM ({q})"
-        for _n, q in table_selects(per_event, lean=True))
-    by_id, by_content = _twin_filters(pe)
+    pe, by_id, by_content = twins
     t, left = _TEMP[-1], f"{_TEMP[-1]}_id"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {left} AS SELECT * FROM ({tracks}) AS w "
                 f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})")
