@@ -8,6 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+DATA = ROOT / "data"
+RUDDER = DATA / "rudderstack_tutorial"     # the bundled warehouse export
+EXAMPLE = DATA / "example_mapping.json"    # the bundled custom mapping
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 

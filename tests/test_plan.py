@@ -12,14 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import EXAMPLE, ROOT, RUDDER
 
 from cmdseg_nb import CmdsegWarning, load_export, user_properties
 from cmdseg_nb._plan import Unplannable, plan
 from cmdseg_nb._properties import PlanError, _config
-
-ROOT = Path(__file__).resolve().parent.parent
-RUDDER = ROOT / "data" / "rudderstack_tutorial"
-EXAMPLE = ROOT / "data" / "example_mapping.json"
 
 CUSTOM = [
     {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},

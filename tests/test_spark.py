@@ -3,11 +3,11 @@ on the bundled export. Not skipped: without a working pyspark and Java this test
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import EXAMPLE, RUDDER
 
 from cmdseg_nb import load_export, user_properties
 from cmdseg_nb._frame import to_frame
@@ -17,8 +17,6 @@ from cmdseg_nb._to_sql import to_sql
 pytestmark = [pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
-ROOT = Path(__file__).resolve().parent.parent
-RUDDER = ROOT / "data" / "rudderstack_tutorial"
 CUSTOM = [
     {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
     {"name": "Order", "trigger": 'type = "track" and event = "ORDER COMPLETED"',
@@ -55,7 +53,7 @@ def rudder(spark):
     return export
 
 
-@pytest.mark.parametrize("config", [None, ROOT / "data" / "example_mapping.json", CUSTOM],
+@pytest.mark.parametrize("config", [None, EXAMPLE, CUSTOM],
                          ids=["default", "example", "custom"])
 def test_spark_output_gives_the_user_properties_table(spark, rudder, config):
     sql = to_sql(config, "spark", schema=rudder)

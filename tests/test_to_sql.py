@@ -2,19 +2,15 @@
 run on DuckDB over the bundled export, gives the same long table as user_properties."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import sqlglot
+from conftest import EXAMPLE, RUDDER
 
 from cmdseg_nb import load_export, user_properties
 from cmdseg_nb._frame import long_frame
 from cmdseg_nb._to_sql import DIALECTS, ToSqlError, to_sql
 
-ROOT = Path(__file__).resolve().parent.parent
-RUDDER = ROOT / "data" / "rudderstack_tutorial"
-EXAMPLE = ROOT / "data" / "example_mapping.json"
 CUSTOM = [
     {"name": "Identify traits", "trigger": 'type = "identify"', "data": {"@path": "$."}},
     {"name": "Plan", "trigger": 'type = "track" and event = "ORDER COMPLETED"',
