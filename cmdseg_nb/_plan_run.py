@@ -24,6 +24,8 @@ Pure SQL generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
 """
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from . import _receiver
@@ -34,6 +36,8 @@ from ._plan import _FLOAT, Plan, Src, _leaves, _names, key_sql, key_time_sql, pl
 from ._warehouse import TABLE_TYPES, json_value_sql
 
 __all__ = ["run"]
+
+_log = logging.getLogger(__name__)
 
 #: The rest of the order, for events sharing ``k`` (ascending: the last one wins).
 _RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
@@ -70,7 +74,7 @@ def _sql_list(values: list[str]) -> str:
 
 _TEMP = ("cmdseg_plan_dups", "cmdseg_plan_special_rows", "cmdseg_plan_hash_ids", "cmdseg_plan_slow",
          "cmdseg_plan_agg", "cmdseg_plan_dyn", "cmdseg_plan_keys", "cmdseg_plan_cand",
-         "cmdseg_plan_win", "cmdseg_plan_tracks")
+         "cmdseg_plan_win", "cmdseg_plan_users", "cmdseg_plan_tracks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +141,11 @@ def _value_type(src: Src, value: str) -> str:
             return "'number'"
         if t.startswith("TIMESTAMP") or t == "DATE":
             return "'string'"
+        if t in ("VARCHAR", "TEXT", "STRING"):
+            # as json_value_sql parses the cell: an array or object when it holds one, else text
+            c = _cell(src)
+            return (f"CASE WHEN (left(ltrim({c}), 1) IN ('[', '{{')) AND json_valid({c}) THEN "
+                    f"CASE left(ltrim({c}), 1) WHEN '[' THEN 'array' ELSE 'object' END ELSE 'string' END")
     return _receiver.value_type_sql(f"json_type({value})")
 
 
@@ -430,31 +439,47 @@ def _dedupe_special(con, p: Plan, export, sr: str) -> None:
 
 
 def _execute(con, p: Plan, selects: dict, export):
-    """Steps 1-4 (see the module docstring); returns the long table and the counts."""
-    run = _Run(con, p, selects, export)
-    with duckdb_errors("running the planned mapping query failed", CmdsegError):
-        # 1. ids seen more than once (by hash: a collision only makes a row special)
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
-            SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
-            GROUP BY h HAVING count(*) > 1""")
-        # 2. the latest k per user and slot, per (user, event name)
-        run.latest_static()
-        run.latest_dynamic()
-        # 3. the candidates
-        run.candidates()
-        # 4. per user and slot, the highest-ranked candidate holding it
-        direct, contested = run.winners()
-        df = long_frame(con, winners_sql(p, direct, contested)) if direct or contested else empty_long()
-    return df, list(zip(run.names, run.counts))
+    """Steps 1-4 (see the module docstring); returns the long table and the counts.
+
+    The static maxima are first taken over every row, copies included (no anti join with the
+    duplicates: 0.13 s less at 20M events). That is exact unless a slot's latest time is held
+    only by copies that de-duplication drops (copies of one message that differ in time, user
+    or cell): :meth:`_Run.unsettled` finds those, and the steps then run again with the
+    maxima taken over the rows seen once."""
+    for exact in (False, True):
+        run = _Run(con, p, selects, export, exact=exact)
+        with duckdb_errors("running the planned mapping query failed", CmdsegError):
+            if not exact:
+                # 1. ids seen more than once (by hash: a collision only makes a row special)
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
+                    SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
+                    GROUP BY h HAVING count(*) > 1""")
+            # 2. the latest k per user and slot, per (user, event name)
+            run.latest_static()
+            run.latest_dynamic()
+            # 3. the candidates
+            run.candidates()
+            # 4. per user and slot, the highest-ranked candidate holding it
+            direct, contested = run.winners()
+            if not exact and (n := run.unsettled()):
+                _log.debug("planned path: %d (user, slot) pairs had their latest time only on "
+                           "dropped copies; running again with the maxima of the rows seen once", n)
+                continue
+            df = (long_frame(con, winners_sql(p, direct, contested, run.user_order()))
+                  if direct or contested else empty_long())
+        return df, list(zip(run.names, run.counts, strict=True))
+    raise AssertionError("unreachable: the exact run is always settled")
 
 
 class _Run:
     """The queries of one planned run, over temporary tables named in ``_TEMP``."""
 
-    def __init__(self, con, p: Plan, selects: dict, export):
+    def __init__(self, con, p: Plan, selects: dict, export, *, exact: bool):
         self.con, self.p, self.selects, self.export = con, p, selects, export
+        #: static maxima over the rows seen once only (else over every row, copies included)
+        self.exact = exact
         (self.dups, self.scan, _h, self.slow, self.agg, self.dyn, self.keys, self.cand,
-         self.win, _tk) = _TEMP
+         self.win, self.users, _tk) = _TEMP
         self.lean = _union(_lean_selects(p, selects, export.tables))
         self.s = slots_of(p)
         self.names: list[str] = []
@@ -469,25 +494,30 @@ class _Run:
         return (f"SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {self.dups})) "
                 f"AS special FROM ({sql})")
 
-    def add_counts(self, table: str, cols: list[str], *, rows: bool = False) -> None:
-        """Add the counts aggregated in ``table`` (or, with ``rows``, counted over its rows)."""
+    def add_counts(self, table: str, cols: list[str], *, rows: bool = False, sign: int = 1) -> None:
+        """Add (``sign`` -1: subtract) the counts aggregated in ``table`` (or, with ``rows``,
+        counted over its rows)."""
         if cols:
             self.names.extend(_alias(c) for c in cols)
             sel = ", ".join(cols) if rows else ", ".join(f"sum({ident(_alias(c))})" for c in cols)
-            self.counts.extend(self.con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
+            self.counts.extend(sign * int(v or 0)
+                               for v in self.con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
 
     def dyn_counts(self, mi: int, extra: str = "") -> list[str]:
         return [c for mj, tms in self.s["counts"][("dyn", mi)] for c in _counts(mj, tms, extra)]
 
     def latest_static(self) -> None:
-        """Per user, over the rows seen once: max k of every static slot, and the counts."""
+        """Per user, over every matched row (``exact``: over the rows seen once): max k of
+        every static slot, and the counts (the special rows' are taken off again in
+        :meth:`candidates`)."""
         s = self.s
         self.ks = [f"max(CASE WHEN {cond} THEN k END) AS {ident(f'k{i}')}"
                    for i, (*_x, cond) in enumerate(s["static"])]
         if self.ks or s["counts"]["static"]:
-            fast = (f"SELECT * FROM ({self.part(s['static_t'])}) WHERE message_id IS NOT NULL "
-                    f"AND {_matched(self.p, s['static_t'])} "
-                    f"AND hash(message_id) NOT IN (SELECT h FROM {self.dups})")
+            fast = f"SELECT * FROM ({self.part(s['static_t'])}) WHERE {_matched(self.p, s['static_t'])}"
+            if self.exact:
+                fast += (f" AND message_id IS NOT NULL "
+                         f"AND hash(message_id) NOT IN (SELECT h FROM {self.dups})")
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.agg} AS SELECT uid, "
                              f"{', '.join(s['counts']['static'] + self.ks)} FROM ({fast}) GROUP BY uid")
             self.add_counts(self.agg, s["counts"]["static"])
@@ -536,7 +566,11 @@ class _Run:
             WHERE special OR ({_matched(self.p)} AND EXISTS (
                 SELECT 1 FROM {self.keys} AS x WHERE x.uid = e.uid AND x.k = e.k))""")
         _dedupe_special(con, self.p, self.export, f"(SELECT * FROM {self.scan} WHERE special)")
-        # the special rows kept count as received objects too
+        # the special rows kept count as received objects; without ``exact`` the aggregation
+        # counted all of them
+        if not self.exact:
+            self.add_counts(f"(SELECT * FROM {self.scan} WHERE special)", s["counts"]["static"],
+                            rows=True, sign=-1)
         self.add_counts(self.slow, s["counts"]["static"], rows=True)
         for mi, *_x in s["dynamic"]:
             self.add_counts(self.slow, self.dyn_counts(mi), rows=True)
@@ -545,6 +579,40 @@ class _Run:
                 SELECT * EXCLUDE (special) FROM {self.scan} WHERE NOT special
                 UNION ALL BY NAME SELECT * FROM {self.slow} WHERE {_matched(self.p)})
             WHERE uid IS NOT NULL""")
+
+    def user_order(self) -> str:
+        """A table of every user of the result (the candidates' and the per-event-name
+        groups') with ``uo``, its rank in user id order; returns its name."""
+        users = [f"SELECT uid FROM {self.cand}"] + [f"SELECT uid FROM {self.dyn}_{mi}"
+                                                    for mi, *_x in self.s["dynamic"]]
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.users} AS "
+                         f"SELECT uid, row_number() OVER (ORDER BY uid) AS uo FROM "
+                         f"(SELECT DISTINCT uid FROM ({' UNION ALL '.join(users)})) WHERE uid IS NOT NULL")
+        return self.users
+
+    def unsettled(self) -> int:
+        """(Without ``exact``.) The number of (user, static slot) pairs whose latest time
+        over every row is later than their winner's: only copies that de-duplication dropped
+        held it, so the winner may be an event that is not among the candidates.
+
+        None can be when the copies of every message agree on user, time and which static
+        cells they hold (retries, the usual case): then each dropped copy's kept twin is a
+        candidate as late. That is checked first, over the special rows only."""
+        if not self.ks:
+            return 0
+        static = self.s["static"]
+        flags = ", ".join(f"({cond})" for *_x, cond in static)
+        if not self.con.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {self.scan} WHERE special AND message_id IS NOT NULL "
+                f"GROUP BY type, message_id HAVING count(DISTINCT (uid, k, {flags})) > 1)").fetchall()[0][0]:
+            return 0
+        wk = ", ".join(f"max(CASE WHEN {cond} THEN k END) AS {ident(f'wk{i}')}"
+                       for i, (*_x, cond) in enumerate(static))
+        later = " OR ".join(f"(a.{k} IS NOT NULL AND (w.{k2} IS NULL OR a.{k} > w.{k2}))"
+                            for k, k2 in ((ident(f'k{i}'), ident(f'wk{i}')) for i in range(len(static))))
+        return self.con.execute(
+            f"SELECT count(*) FROM {self.agg} AS a LEFT JOIN (SELECT uid, {wk} FROM {self.cand} "
+            f"GROUP BY uid) AS w ON w.uid = a.uid WHERE a.uid IS NOT NULL AND ({later})").fetchall()[0][0]
 
     def winners(self) -> tuple[list[str], list[str]]:
         """The assignments that win per (user, slot): ``direct`` ones (the only source of
@@ -594,9 +662,13 @@ class _Run:
         return direct, contested
 
 
-def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
+def winners_sql(p: Plan, direct: list[str], contested: list[str], users: str) -> str:
     """The long table: ``direct`` assignments are the only source of their property names;
-    ``contested`` ones compete per (user, property) by (rank, mapping index, rule rank)."""
+    ``contested`` ones compete per (user, property) by (rank, mapping index, rule rank).
+
+    Sorted by user id, property: ``users`` is a table of ``uid`` and its rank ``uo`` in user
+    id order, holding every user of the result, so that the sort is on ``uo`` instead of the
+    user id text (0.1 s less for 1.6M rows)."""
     names = _names(p.mapping_names)
     parts = []
     if direct:
@@ -616,4 +688,6 @@ def winners_sql(p: Plan, direct: list[str], contested: list[str]) -> str:
                                              rule := rule, mapping_index := mapping_index),
                                  r * 32 + mapping_index * 4 + rule_rank) AS x
                   FROM ({" UNION ALL ".join(contested)}) GROUP BY uid, property)""")
-    return " UNION ALL ".join(f"({x})" for x in parts) + " ORDER BY user_id, property"
+    union = " UNION ALL ".join(f"({x})" for x in parts)
+    return (f"SELECT w.* FROM ({union}) AS w JOIN {users} AS o ON o.uid = w.user_id "
+            f"ORDER BY o.uo, w.property")

@@ -114,6 +114,31 @@ def test_a_later_copy_that_deduplication_drops_does_not_win(tmp_path):
     assert got.loc[("u2", "Signed Up"), "message_id"] == "s9"  # "s9" > "s4" at one instant
 
 
+def test_maxima_over_all_copies_run_again_only_when_a_dropped_copy_held_the_latest_time(
+        tmp_path, caplog):
+    # The static maxima are first taken over every row, copies included. Exact retries (copies
+    # that differ only in receivedAt) never need more; a dropped copy holding the latest time
+    # of a slot makes the run start again over the rows seen once.
+    retries, odd = tmp_path / "retries", tmp_path / "odd"
+    _write(retries, "identifies", [
+        {"id": "m1", "user_id": "u1", "timestamp": _t(60), "received_at": _t(61), "plan": "latest"},
+        {"id": "m1", "user_id": "u1", "timestamp": _t(60), "received_at": _t(90), "plan": "latest"},
+        {"id": "m0", "user_id": "u1", "timestamp": _t(30), "plan": "older"},
+    ], ID_SCHEMA)
+    _write(odd, "identifies", [
+        {"id": "m1", "user_id": "u1", "timestamp": _t(60), "received_at": _t(61), "plan": "dropped"},
+        {"id": "m1", "user_id": "u1", "timestamp": _t(20), "received_at": _t(90), "plan": "kept"},
+        {"id": "m0", "user_id": "u1", "timestamp": _t(30), "plan": "winner"},
+    ], ID_SCHEMA)
+    with caplog.at_level("DEBUG", logger="cmdseg_nb._plan_run"):
+        assert both(retries).loc[("u1", "plan"), "value"] == '"latest"'
+        assert "running again" not in caplog.text
+        got = both(odd)
+    assert got.loc[("u1", "plan"), "value"] == '"winner"'
+    assert got.loc[("u1", "plan"), "message_id"] == "m0"
+    assert "1 (user, slot) pairs had their latest time only on dropped copies" in caplog.text
+
+
 def test_an_event_named_like_a_trait_competes_with_it(tmp_path):
     _write(tmp_path, "identifies", [
         {"id": "i1", "user_id": "u1", "timestamp": _t(5), "signed_up": "2020"},
