@@ -10,15 +10,20 @@ long table with few passes over the files and no sort of all events:
    other row is its event's only copy. A hash collision only makes a row special: still exact.
 2. **Latest time per user and slot.** ``k`` is the event time in microseconds (one BIGINT; no
    event time sorts lowest). One aggregation per user keeps ``max(k)`` of every static slot
-   (a trait column, a ``user_property.*`` cell), one per (user, event name) for
-   ``user_property_event``, and the counts of received objects and skip reasons.
+   (a trait column, a ``user_property.*`` cell) over every row, copies included, one per
+   (user, event name) for ``user_property_event`` over the rows seen once, and the counts of
+   received objects and skip reasons.
 3. **Candidates.** The events whose ``(user, k)`` is one of those maxima are read again (a
-   semi join: few rows) and ranked per user by the full which-value-wins order (``k``, then
-   ``original_timestamp``, ``received_at``, message id, event hash). Every event that ties
-   with a winner on ``k`` is a candidate, so the rank settles ties exactly.
+   semi join: few rows), with the special rows, de-duplicated, and ranked per user by the
+   full which-value-wins order (``k``, then ``original_timestamp``, ``received_at``, message
+   id, event hash). Every event that ties with a winner on ``k`` is a candidate, so the rank
+   settles ties exactly. Where a static maximum was held only by copies that de-duplication
+   dropped (copies of one message differing in time, user or cells; never for plain
+   retries), steps 2-3 run again with the static maxima over the rows seen once.
 4. **Winners.** Per user and slot the highest-ranked candidate holding the cell wins; its
    value, time and message id are read from the candidate row, the slots are unpivoted, and
-   property names set by several slots or mappings compete by (rank, mapping, rule 5).
+   property names set by several slots or mappings compete by (rank, mapping, rule 5). The
+   result is sorted by a rank of the user ids (integers) and the property name.
 
 Pure SQL generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
 """

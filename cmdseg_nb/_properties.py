@@ -12,8 +12,11 @@ from typing import Any
 
 import json
 import os
+import re
 
 import duckdb
+import numpy as np
+import orjson
 import pandas as pd
 
 from . import _receiver
@@ -243,16 +246,42 @@ def to_wide(long_df: pd.DataFrame) -> pd.DataFrame:
         Python value of the JSON (str, int, float, bool, list, dict); ``None`` means the
         property is an explicit JSON null (cleared), ``pd.NA`` means the user does not have it.
         :func:`cmdseg_nb.identify_frame` keeps that distinction when sending.
+
+    Raises
+    ------
+    ValueError
+        When a column is missing, or a row (named by its index label) has no ``user_id`` or
+        ``property``, or a ``value`` that is not JSON text.
     """
     missing = {"user_id", "property", "value"} - set(long_df.columns)
     if missing:
         raise ValueError(f"to_wide needs the long table's columns; missing {sorted(missing)}")
-    users = sorted(pd.unique(long_df["user_id"]))
-    props = sorted(pd.unique(long_df["property"]))
-    cells: dict[str, dict[Any, Any]] = {p: {} for p in props}
-    for uid, prop, val in zip(long_df["user_id"], long_df["property"], long_df["value"]):
-        cells[prop][uid] = json.loads(val)  # the stdlib keeps integers beyond 64 bits exact
-    data = {p: pd.Series([cells[p].get(u, pd.NA) for u in users], index=users, dtype=object)
-            for p in props}
-    wide = pd.DataFrame(data, index=pd.Index(users, name="user_id", dtype=object), columns=props)
-    return wide
+    ucodes, users = pd.factorize(long_df["user_id"], sort=True)
+    pcodes, props = pd.factorize(long_df["property"], sort=True)
+    for name, codes in (("user_id", ucodes), ("property", pcodes)):
+        if (codes < 0).any():
+            raise ValueError(f"to_wide: row {long_df.index[int(np.argmax(codes < 0))]!r} has no {name}")
+    values = np.empty(len(long_df), dtype=object)
+    values[:] = [_json_value(v, i) for i, v in zip(long_df.index, long_df["value"], strict=True)]
+    cells = np.full((len(users), len(props)), pd.NA, dtype=object)
+    cells[ucodes, pcodes] = values
+    return pd.DataFrame(cells, index=pd.Index(list(users), name="user_id", dtype=object),
+                        columns=list(props), dtype=object)
+
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _json_value(text, row) -> Any:
+    """The Python value of one long-table ``value``: orjson (5x the stdlib's speed), or the
+    stdlib where it keeps integers beyond 64 bits exact or orjson refuses (lone surrogates)."""
+    try:
+        if isinstance(text, str) and _LONG_DIGITS.search(text):
+            return json.loads(text)
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"to_wide: row {row!r}: value {text!r} is not JSON ({e})") from None

@@ -151,6 +151,27 @@ def test_to_wide_keeps_null_apart_from_absent(tmp_path):
     assert wide.loc["u_1001", "beta_tester"] is True
 
 
+def test_to_wide_values_exact_and_bad_rows_named():
+    long = pd.DataFrame({"user_id": ["u2", "u1", "u1", "u3"], "property": ["tags", "big", "tags", "s"],
+                         "value": ['["a", {"b": 1}]', "123456789012345678901234567890", "null",
+                                   '"\\ud800 caf\\u00e9"']})
+    wide = to_wide(long)
+    assert list(wide.index) == ["u1", "u2", "u3"] and list(wide.columns) == ["big", "s", "tags"]
+    assert wide.loc["u1", "big"] == 123456789012345678901234567890  # an int, not a float
+    assert type(wide.loc["u1", "big"]) is int
+    assert wide.loc["u2", "tags"] == ["a", {"b": 1}]
+    assert wide.loc["u3", "s"] == "\ud800 caf\u00e9"  # a lone surrogate, as the stdlib reads it
+    assert wide.loc["u1", "tags"] is None and wide.loc["u2", "big"] is pd.NA
+    bad = long.astype({"value": object})
+    bad.loc[2, "value"] = "{oops"
+    with pytest.raises(ValueError, match=r"row 2: value '\{oops' is not JSON"):
+        to_wide(bad)
+    bad = long.astype({"user_id": object})
+    bad.loc[3, "user_id"] = None
+    with pytest.raises(ValueError, match="row 3 has no user_id"):
+        to_wide(bad)
+
+
 def test_explain_lists_every_setter_in_order_with_one_winner(tmp_path):
     case = load_case("B01")
     export = load_export(ndjson(tmp_path, case["input"]["events"]))
