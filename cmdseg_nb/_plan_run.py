@@ -400,6 +400,15 @@ def _tracks_without_twins(con, export, tracks: str) -> str:
     if twins is None:
         return tracks
     pe, by_id, by_content = twins
+    rows = export._report.rows_read
+    per_event = sum(rows.get(t.name, 0) for t in export.tables
+                    if t.event_type is not None and t.name not in TABLE_TYPES)
+    if "tracks" in rows and rows["tracks"] <= per_event:
+        # every row may have its twin (Segment's warehouses): count the rest on ids alone
+        # first, without reading the other columns (20M events: 1.7 s against 2.6 s)
+        if not con.execute(f"SELECT count(*) FROM ({tracks}) AS w "
+                           f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})").fetchall()[0][0]:
+            return f"SELECT * FROM ({tracks}) WHERE FALSE"
     t, left = _TEMP[-1], f"{_TEMP[-1]}_id"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {left} AS SELECT * FROM ({tracks}) AS w "
                 f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})")

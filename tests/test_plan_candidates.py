@@ -168,3 +168,22 @@ def test_times_far_from_today_and_missing_are_planned(tmp_path):
     assert got.loc[("u2", "plan"), "value"] == '"2300"'
     assert got.loc[("u3", "plan"), "message_id"] == "f"   # no times: the greater id
     assert pd.isna(got.loc[("u3", "plan"), "updated_at"])
+
+
+def test_tracks_rows_without_a_twin_are_kept_when_per_event_tables_hold_more_rows(tmp_path):
+    # Segment writes each track twice: in `tracks` and in its event's table. When the per-event
+    # tables hold at least as many rows as `tracks`, the planned path first counts the `tracks`
+    # rows without a twin on ids alone; none: `tracks` is left out, some: they are kept.
+    twinned, partial = tmp_path / "twinned", tmp_path / "partial"
+    per_event = [_event("t1", "u1", _t(10)), _event("x1", "u1", _t(20)), _event("x2", "u2", _t(5))]
+    _write(twinned, "signed_up", per_event, EV_SCHEMA)
+    _write(twinned, "tracks", [_event("t1", "u1", _t(10)), _event("x2", "u2", _t(5))], EV_SCHEMA)
+    _write(partial, "signed_up", per_event, EV_SCHEMA)
+    _write(partial, "tracks", [_event("t1", "u1", _t(10)),
+                               _event("only-in-tracks", "u3", _t(30), "Logged In")], EV_SCHEMA)
+    got = both(twinned, EVENTS)
+    assert sorted(got.index) == [("u1", "Signed Up"), ("u2", "Signed Up")]
+    assert got.loc[("u1", "Signed Up"), "message_id"] == "x1"
+    got = both(partial, EVENTS)
+    assert got.loc[("u3", "Logged In"), "message_id"] == "only-in-tracks"
+    assert got.loc[("u1", "Signed Up"), "message_id"] == "x1"
