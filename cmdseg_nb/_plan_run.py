@@ -19,7 +19,8 @@ long table with few passes over the files and no sort of all events:
    id, event hash). Every event that ties with a winner on ``k`` is a candidate, so the rank
    settles ties exactly. Where a static maximum was held only by copies that de-duplication
    dropped (copies of one message differing in time, user or cells; never for plain
-   retries), steps 2-3 run again with the static maxima over the rows seen once.
+   retries), the static aggregation and step 3 run again with the static maxima over the
+   rows seen once.
 4. **Winners.** Per user and slot the highest-ranked candidate holding the cell wins; its
    value, time and message id are read from the candidate row, the slots are unpivoted, and
    property names set by several slots or mappings compete by (rank, mapping, rule 5). The
@@ -333,7 +334,6 @@ def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str
     return out
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -458,46 +458,48 @@ def _execute(con, p: Plan, selects: dict, export):
     The static maxima are first taken over every row, copies included (no anti join with the
     duplicates: 0.13 s less at 20M events). That is exact unless a slot's latest time is held
     only by copies that de-duplication drops (copies of one message that differ in time, user
-    or cell): :meth:`_Run.unsettled` finds those, and the steps then run again with the
-    maxima taken over the rows seen once."""
-    for exact in (False, True):
-        run = _Run(con, p, selects, export, exact=exact)
-        with duckdb_errors("running the planned mapping query failed", CmdsegError):
-            if not exact:
-                # 1. ids seen more than once (by hash: a collision only makes a row special)
-                con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
-                    SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
-                    GROUP BY h HAVING count(*) > 1""")
-            # 2. the latest k per user and slot, per (user, event name)
+    or cell): :meth:`_Run.unsettled` finds those, and the static steps then run again with the
+    maxima taken over the rows seen once (the ``user_property_event`` groups stay as they are:
+    they are always taken over the rows seen once)."""
+    run = _Run(con, p, selects, export)
+    with duckdb_errors("running the planned mapping query failed", CmdsegError):
+        # 1. ids seen more than once (by hash: a collision only makes a row special)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
+            SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
+            GROUP BY h HAVING count(*) > 1""")
+        # 2. the latest k per user and slot, per (user, event name)
+        run.latest_static()
+        run.latest_dynamic()
+        # 3. the candidates
+        run.candidates()
+        # 4. per user and slot, the highest-ranked candidate holding it
+        direct, contested = run.winners()
+        if n := run.unsettled():
+            _log.debug("planned path: %d (user, slot) pairs had their latest time only on "
+                       "dropped copies; running again with the maxima of the rows seen once", n)
+            run.exact = True
             run.latest_static()
-            run.latest_dynamic()
-            # 3. the candidates
             run.candidates()
-            # 4. per user and slot, the highest-ranked candidate holding it
             direct, contested = run.winners()
-            if not exact and (n := run.unsettled()):
-                _log.debug("planned path: %d (user, slot) pairs had their latest time only on "
-                           "dropped copies; running again with the maxima of the rows seen once", n)
-                continue
-            df = (long_frame(con, winners_sql(p, direct, contested, run.user_order()))
-                  if direct or contested else empty_long())
-        return df, list(zip(run.names, run.counts, strict=True))
-    raise AssertionError("unreachable: the exact run is always settled")
+        df = (long_frame(con, winners_sql(p, direct, contested, run.user_order()))
+              if direct or contested else empty_long())
+    return df, [pair for step in run.counts.values() for pair in step]
 
 
 class _Run:
     """The queries of one planned run, over temporary tables named in ``_TEMP``."""
 
-    def __init__(self, con, p: Plan, selects: dict, export, *, exact: bool):
+    def __init__(self, con, p: Plan, selects: dict, export):
         self.con, self.p, self.selects, self.export = con, p, selects, export
         #: static maxima over the rows seen once only (else over every row, copies included)
-        self.exact = exact
+        self.exact = False
         (self.dups, self.scan, _h, self.slow, self.agg, self.dyn, self.keys, self.cand,
          self.win, self.users, _tk) = _TEMP
         self.lean = _union(_lean_selects(p, selects, export.tables))
         self.s = slots_of(p)
-        self.names: list[str] = []
-        self.counts: list = []
+        #: per step (static, dynamic, special), the (name, value) counts it added; a step run
+        #: again replaces its own
+        self.counts: dict[str, list[tuple[str, int]]] = {}
         self.collide: set[str] = set()
 
     def part(self, tis) -> str:
@@ -508,14 +510,15 @@ class _Run:
         return (f"SELECT *, (message_id IS NULL OR hash(message_id) IN (SELECT h FROM {self.dups})) "
                 f"AS special FROM ({sql})")
 
-    def add_counts(self, table: str, cols: list[str], *, rows: bool = False, sign: int = 1) -> None:
-        """Add (``sign`` -1: subtract) the counts aggregated in ``table`` (or, with ``rows``,
-        counted over its rows)."""
+    def add_counts(self, step: str, table: str, cols: list[str], *, rows: bool = False,
+                   sign: int = 1) -> None:
+        """Add to ``step``'s counts (``sign`` -1: subtract) those aggregated in ``table`` (or,
+        with ``rows``, counted over its rows)."""
         if cols:
-            self.names.extend(_alias(c) for c in cols)
             sel = ", ".join(cols) if rows else ", ".join(f"sum({ident(_alias(c))})" for c in cols)
-            self.counts.extend(sign * int(v or 0)
-                               for v in self.con.execute(f"SELECT {sel} FROM {table}").fetchall()[0])
+            values = self.con.execute(f"SELECT {sel} FROM {table}").fetchall()[0]
+            self.counts[step].extend((_alias(c), sign * int(v or 0))
+                                     for c, v in zip(cols, values, strict=True))
 
     def dyn_counts(self, mi: int, extra: str = "") -> list[str]:
         return [c for mj, tms in self.s["counts"][("dyn", mi)] for c in _counts(mj, tms, extra)]
@@ -525,6 +528,7 @@ class _Run:
         every static slot, and the counts (the special rows' are taken off again in
         :meth:`candidates`)."""
         s = self.s
+        self.counts["static"] = []
         self.ks = [f"max(CASE WHEN {cond} THEN k END) AS {ident(f'k{i}')}"
                    for i, (*_x, cond) in enumerate(s["static"])]
         if self.ks or s["counts"]["static"]:
@@ -534,7 +538,7 @@ class _Run:
                          f"AND hash(message_id) NOT IN (SELECT h FROM {self.dups})")
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.agg} AS SELECT uid, "
                              f"{', '.join(s['counts']['static'] + self.ks)} FROM ({fast}) GROUP BY uid")
-            self.add_counts(self.agg, s["counts"]["static"])
+            self.add_counts("static", self.agg, s["counts"]["static"])
 
     def latest_dynamic(self) -> None:
         """Per (user, event name), over every matched row with a flag for the special ones: the
@@ -544,6 +548,7 @@ class _Run:
         groups (table ``<dyn>_<mi>_r``) are settled among the candidates, the others need
         nothing more."""
         con, dyn = self.con, self.dyn
+        self.counts["dynamic"] = []
         for mi, tis, name, cond in self.s["dynamic"]:
             cnt = self.dyn_counts(mi, "NOT special")
             fk = f"CASE WHEN {cond} AND NOT special THEN"
@@ -554,7 +559,7 @@ class _Run:
                        arg_max(message_id, {fk} {_H1} END) AS mid,
                        max(CASE WHEN {cond} AND special THEN k END) AS ks{''.join(', ' + c for c in cnt)}
                 FROM ({rows}) GROUP BY ALL""")
-            self.add_counts(f"{dyn}_{mi}", cnt)
+            self.add_counts("dynamic", f"{dyn}_{mi}", cnt)
         self.collide = _collisions(con, self.s, dyn)
         names_in = (f"list_contains({_sql_list(sorted(self.collide))}, property)"
                     if self.collide else "FALSE")
@@ -582,12 +587,13 @@ class _Run:
         _dedupe_special(con, self.p, self.export, f"(SELECT * FROM {self.scan} WHERE special)")
         # the special rows kept count as received objects; without ``exact`` the aggregation
         # counted all of them
+        self.counts["special"] = []
         if not self.exact:
-            self.add_counts(f"(SELECT * FROM {self.scan} WHERE special)", s["counts"]["static"],
-                            rows=True, sign=-1)
-        self.add_counts(self.slow, s["counts"]["static"], rows=True)
+            self.add_counts("special", f"(SELECT * FROM {self.scan} WHERE special)",
+                            s["counts"]["static"], rows=True, sign=-1)
+        self.add_counts("special", self.slow, s["counts"]["static"], rows=True)
         for mi, *_x in s["dynamic"]:
-            self.add_counts(self.slow, self.dyn_counts(mi), rows=True)
+            self.add_counts("special", self.slow, self.dyn_counts(mi), rows=True)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {self.cand} AS
             SELECT *, row_number() OVER (PARTITION BY uid ORDER BY {_RANK_ORDER}) AS r FROM (
                 SELECT * EXCLUDE (special) FROM {self.scan} WHERE NOT special
