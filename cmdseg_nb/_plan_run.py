@@ -39,7 +39,7 @@ from ._db import duckdb_errors, ident, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
 from ._plan import _FLOAT, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan
-from ._warehouse import TABLE_TYPES, json_value_sql
+from ._warehouse import TABLE_TYPES, holds_json_sql, json_value_sql
 
 __all__ = ["run"]
 
@@ -150,8 +150,8 @@ def _value_type(src: Src, value: str) -> str:
         if t in ("VARCHAR", "TEXT", "STRING"):
             # as json_value_sql parses the cell: an array or object when it holds one, else text
             c = _cell(src)
-            return (f"CASE WHEN (left(ltrim({c}), 1) IN ('[', '{{')) AND json_valid({c}) THEN "
-                    f"CASE left(ltrim({c}), 1) WHEN '[' THEN 'array' ELSE 'object' END ELSE 'string' END")
+            return (f"CASE WHEN {holds_json_sql(c)} THEN CASE left(ltrim({c}), 1) "
+                    f"WHEN '[' THEN 'array' ELSE 'object' END ELSE 'string' END")
     return _receiver.value_type_sql(f"json_type({value})")
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "SYSTEM_COLUMNS",
     "TABLE_TYPES",
     "context_path",
+    "holds_json_sql",
     "json_value_sql",
     "non_empty_sql",
     "object_sql",
@@ -117,8 +118,7 @@ def json_value_sql(column: str, duck_type: str) -> str:
     c = ident(column)
     t = duck_type.upper()
     if t in ("VARCHAR", "TEXT", "STRING"):
-        return (f"CASE WHEN {c} IS NULL THEN NULL "
-                f"WHEN (left(ltrim({c}), 1) IN ('[', '{{')) AND json_valid({c}) THEN json({c}) "
+        return (f"CASE WHEN {c} IS NULL THEN NULL WHEN {holds_json_sql(c)} THEN json({c}) "
                 f"ELSE to_json({c}) END")
     if t.startswith("TIMESTAMP"):
         return (f"CASE WHEN {c} IS NULL THEN NULL ELSE to_json(strftime("
@@ -131,6 +131,12 @@ def json_value_sql(column: str, duck_type: str) -> str:
         # NaN/inf cannot be JSON: leave the key out, like a missing cell.
         return f"CASE WHEN {c} IS NULL OR NOT isfinite({c}) THEN NULL ELSE to_json({c}) END"
     return f"CASE WHEN {c} IS NULL THEN NULL ELSE to_json({c}) END"
+
+
+def holds_json_sql(text: str) -> str:
+    """SQL: the text cell ``text`` holds a JSON array or object (how :func:`json_value_sql`
+    tells warehouse-stored arrays and objects from strings)."""
+    return f"(left(ltrim({text}), 1) IN ('[', '{{') AND json_valid({text}))"
 
 
 def object_sql(entries: list[tuple[str, str]]) -> str:
