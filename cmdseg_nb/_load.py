@@ -472,7 +472,8 @@ def _scalar_sql(cols: dict[str, str], table_type: str) -> dict[str, str]:
     def col(c: str) -> str:
         return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if c in cols else "CAST(NULL AS VARCHAR)"
 
-    out = {"message_id": col("id") if "id" in cols else col("message_id")}
+    out = {"message_id": col("id") if "id" in cols else col("message_id"),
+           "user_id": col("user_id"), "anonymous_id": col("anonymous_id")}
     for c in ("timestamp", "original_timestamp", "received_at", "sent_at"):
         out[c] = _ts(f"t.{ident(cols[c])}") if c in cols else "CAST(NULL AS TIMESTAMPTZ)"
     if table_type == "track":
@@ -486,6 +487,17 @@ def _scalar_sql(cols: dict[str, str], table_type: str) -> dict[str, str]:
     out["type"] = (col("type") if "type" in cols and table_type not in TABLE_TYPES.values()
                    else sql_str(table_type))
     return out
+
+
+def _scalar_select(sc: dict[str, str], cols: dict[str, str], passthrough: Iterable[str]) -> tuple[str, str]:
+    """The SELECT list of the canonical scalar columns (``sc``: :func:`_scalar_sql`), and that
+    of the ``passthrough`` cells as ``"col:<name>"`` (to append after any other columns)."""
+    head = (f"{sc['message_id']} AS message_id, CAST({sc['type']} AS VARCHAR) AS type, "
+            f"{sc['user_id']} AS user_id, {sc['anonymous_id']} AS anonymous_id, "
+            f"{sc['event']} AS event, {sc['name']} AS name, {sc['timestamp']} AS timestamp, "
+            f"{sc['original_timestamp']} AS original_timestamp, {sc['received_at']} AS received_at")
+    extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
+    return head, extra
 
 
 def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dict[str, str],
@@ -534,8 +546,8 @@ def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dic
     top = [
         ("type", j(f"CAST({type_sql} AS VARCHAR)")),
         ("messageId", j(msg_id)),
-        ("userId", j(col("user_id"))),
-        ("anonymousId", j(col("anonymous_id"))),
+        ("userId", j(sc["user_id"])),
+        ("anonymousId", j(sc["anonymous_id"])),
         ("event", j(event_name)),
         ("name", j(name)),
         ("category", j(category)),
@@ -551,12 +563,9 @@ def _warehouse_select(src_name: str, view: str, cols: dict[str, str], types: dic
         ("channel", j(col("channel"))),
     ]
     event_json = object_sql(top)
-    extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
+    head, extra = _scalar_select(sc, cols, passthrough)
     return f"""
-        SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
-               {col('user_id')} AS user_id, {col('anonymous_id')} AS anonymous_id,
-               {event_name} AS event, {name} AS name,
-               {ts} AS timestamp, {ots} AS original_timestamp, {rat} AS received_at,
+        SELECT {head},
                {event_json} AS event_json, {sql_str(src_name)} AS source{extra}
         FROM {ident(view)} AS t"""
 
@@ -565,19 +574,9 @@ def _lean_select(view: str, cols: dict[str, str], table_type: str,
                  passthrough: Iterable[str] = ()) -> str:
     """Like :func:`_warehouse_select` without rebuilding the event: the canonical scalar
     columns (same SQL expressions) and the ``passthrough`` cells as ``"col:<name>"``."""
-    def col(c: str) -> str:
-        return f"CAST(t.{ident(cols[c])} AS VARCHAR)" if c in cols else "CAST(NULL AS VARCHAR)"
-
-    sc = _scalar_sql(cols, table_type)
-    msg_id, event_name, name = sc["message_id"], sc["event"], sc["name"]
-    ts, ots, rat = sc["timestamp"], sc["original_timestamp"], sc["received_at"]
-    type_sql = sc["type"]
-    extra = "".join(f", t.{ident(cols[c])} AS {ident('col:' + c)}" for c in passthrough)
+    head, extra = _scalar_select(_scalar_sql(cols, table_type), cols, passthrough)
     return f"""
-        SELECT {msg_id} AS message_id, CAST({type_sql} AS VARCHAR) AS type,
-               {col('user_id')} AS user_id, {col('anonymous_id')} AS anonymous_id,
-               {event_name} AS event, {name} AS name,
-               {ts} AS timestamp, {ots} AS original_timestamp, {rat} AS received_at{extra}
+        SELECT {head}{extra}
         FROM {ident(view)} AS t"""
 
 
