@@ -27,6 +27,7 @@ from ._db import json_path
 
 __all__ = [
     "ISSUES",
+    "WHITESPACE",
     "RULES",
     "assignments_sql",
     "receive",
@@ -41,7 +42,10 @@ __all__ = [
 RULES = ("traits", "user_property", "user_property_event")
 PREFIX = "user_property."
 
-# Python's str.isspace() set, as an RE2 class, so SQL and Python agree on "only whitespace".
+#: Python's str.isspace() set (29 characters), for SQL that trims them (portable to every
+#: dialect of to_sql, unlike a regular expression class).
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+# The same set as an RE2 class, so SQL and Python agree on "only whitespace".
 _WS = (r"[\t\n\x{0B}\x{0C}\r\x{1C}-\x{1F} \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}"
        r"\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]*")
 _MAX_SAFE = 2 ** 53

@@ -152,7 +152,8 @@ def _uid(src: Src, expr: str) -> str:
     if src.kind == "lit":
         u = _receiver.normalize_user_id(src.value)
         return sql_str(u) if u is not None else "CAST(NULL AS VARCHAR)"
-    return f"CASE WHEN {expr} = '' OR regexp_matches({expr}, '^\\s*$') THEN NULL ELSE {expr} END"
+    # receiver rule 1: a string of whitespace only (Python's isspace set, as _receiver) is no id
+    return f"CASE WHEN trim({expr}, {sql_str(_receiver.WHITESPACE)}) = '' THEN NULL ELSE {expr} END"
 
 
 def _value(src: Src, cells: dict[str, str]) -> tuple[str, str, str]:

@@ -100,3 +100,7 @@ def test_assignments_sql_agrees_with_receive():
     assert n == len(objs)
     assert dict(zip(_receiver.ISSUES, counts)) == {"no_user_id": 2, "empty_user_property_name": 1,
                                                    "invalid_user_property_event": 1}
+
+
+def test_whitespace_set_is_pythons_isspace():
+    assert set(_receiver.WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}

@@ -63,3 +63,17 @@ def test_spark_output_gives_the_user_properties_table(spark, rudder, config):
     want = user_properties(rudder, config)
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_spark_skips_blank_user_ids_as_the_receiver(spark, tmp_path):
+    from test_to_sql import whitespace_ids
+    export = whitespace_ids(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        frame = export.con.execute(f'SELECT * FROM "{export.tables[0].view}"').df()
+        spark.createDataFrame(frame).createOrReplaceTempView("identifies")
+        got = to_frame(pa.Table.from_pandas(spark.sql(to_sql(None, "spark", schema=export)).toPandas(),
+                                            preserve_index=False))
+    want = user_properties(export)
+    assert list(want["user_id"]) == ["u1"]
+    pd.testing.assert_frame_equal(got, want)

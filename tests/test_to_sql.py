@@ -38,6 +38,32 @@ def test_duckdb_output_gives_the_user_properties_table(rudder, config):
     pd.testing.assert_frame_equal(got, want)
 
 
+def whitespace_ids(folder):
+    """An identifies table whose user ids are blank but for one (receiver rule 1)."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ["u1", "", " ", "\u00a0", "\u2003 \t", "\x1c", "\u3000\u205f"]
+    t = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    pq.write_table(pa.table({"id": [f"m{i}" for i in range(len(ids))], "user_id": ids,
+                             "timestamp": [t] * len(ids), "plan": ["pro"] * len(ids)}),
+                   folder / "identifies.parquet")
+    export = load_export(folder)
+    for tb in export.tables:
+        export.con.execute(f'CREATE OR REPLACE TEMP VIEW "{tb.name}" AS SELECT * FROM "{tb.view}"')
+    return export
+
+
+def test_blank_user_ids_are_skipped_as_by_the_receiver(tmp_path):
+    export = whitespace_ids(tmp_path)
+    got = long_frame(export.con, to_sql(None, "duckdb", schema=export))
+    want = user_properties(export)
+    assert list(want["user_id"]) == ["u1"]
+    pd.testing.assert_frame_equal(got, want)
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_every_dialect_parses_back(rudder, dialect):
     sql = to_sql(CUSTOM, dialect, schema=rudder, qualify="analytics.rudder")
