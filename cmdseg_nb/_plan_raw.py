@@ -378,7 +378,7 @@ def _phase1_sql(ms: list[dict], null_clears: bool, ev: str) -> str:
         parts.append(f"SELECT uid, max(k) AS k FROM ({_kv(ev, 'uprops', 'uid, k', f'{wf} AND uid IS NOT NULL')}) "
                      f"WHERE starts_with(key, '{pre}') AND length(key) > {n}{nn} GROUP BY uid, key")
         parts.append(f"SELECT uid, max(k) AS k FROM {ev} WHERE {wf} AND uid IS NOT NULL "
-                     f"AND json_type(upe) = 'VARCHAR' AND upe ->> '$' <> '' GROUP BY uid, upe ->> '$'")
+                     f"AND {_event_name_ok('upe')} GROUP BY uid, upe ->> '$'")
     for m in ms:
         f = f"m{m['i']}"
         for kind, col, _sql, _prop in ([] if m["whole"] else m["src"]):
@@ -389,10 +389,16 @@ def _phase1_sql(ms: list[dict], null_clears: bool, ev: str) -> str:
                              + ("" if null_clears else f" AND json_type({col}) <> 'NULL'") + " GROUP BY uid")
             elif kind == "upe":
                 parts.append(f"SELECT uid, max(k) AS k FROM {ev} WHERE {f} AND uid IS NOT NULL "
-                             f"AND json_type({col}) = 'VARCHAR' AND {col} ->> '$' <> '' GROUP BY uid, {col} ->> '$'")
+                             f"AND {_event_name_ok(col)} GROUP BY uid, {col} ->> '$'")
     if not parts:
         return "SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS BIGINT) AS k WHERE false"
     return "SELECT DISTINCT uid, k FROM (" + " UNION ALL ".join(f"({q})" for q in parts) + ")"
+
+
+def _event_name_ok(col: str) -> str:
+    """SQL: the JSON ``col`` (a ``user_property_event`` value) is a non-empty string, the
+    name of the property it sets (receiver rule 4)."""
+    return f"json_type({col}) = 'VARCHAR' AND {col} ->> '$' <> ''"
 
 
 def _assignments_sql(ms: list[dict], null_clears: bool, cand: str) -> str:
@@ -420,7 +426,7 @@ def _assignments_sql(ms: list[dict], null_clears: bool, cand: str) -> str:
                              f"WHERE {f} AND {col} IS NOT NULL" + ("" if null_clears else f" AND json_type({col}) <> 'NULL'"))
             elif kind == "upe":
                 parts.append(f"SELECT uid, {col} ->> '$' AS property, CAST('true' AS JSON) AS value, {w(3)} "
-                             f"FROM {cand} WHERE {f} AND json_type({col}) = 'VARCHAR' AND {col} ->> '$' <> ''")
+                             f"FROM {cand} WHERE {f} AND {_event_name_ok(col)}")
     if not parts:
         return "SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS VARCHAR) AS property, CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false"
     return " UNION ALL ".join(parts)
