@@ -14,6 +14,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from ._db import settings
+
 __all__ = ["LONG_ARROW_SCHEMA", "empty_long", "long_frame", "to_frame"]
 
 LONG_ARROW_SCHEMA = pa.schema([
@@ -41,15 +43,9 @@ def to_frame(tb: pa.Table) -> pd.DataFrame:
 
 def long_frame(con, sql: str, params: list | None = None) -> pd.DataFrame:
     """Run ``sql`` (a SELECT of the long table's columns) and return its DataFrame."""
-    large = con.execute("SELECT current_setting('arrow_large_buffer_size')").fetchall()[0][0]
-    if not large:
-        con.execute("SET arrow_large_buffer_size = true")
-    try:
+    with settings(con, arrow_large_buffer_size=True):
         rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
         tb = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    finally:
-        if not large:
-            con.execute("SET arrow_large_buffer_size = false")
     return to_frame(tb)
 
 

@@ -38,7 +38,7 @@ import duckdb
 import pandas as pd
 
 from . import _receiver
-from ._db import duckdb_errors, ident, json_path, sql_str
+from ._db import SCRATCH, duckdb_errors, ident, json_path, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
 from ._plan import Unplannable, _names, key_sql, key_time_sql
@@ -312,7 +312,8 @@ def run(export, cfg, *, null_clears: bool = True) -> pd.DataFrame:
     _sources(ms)
     con = export.con
     try:
-        df, bad = _run(con, export, ms, null_clears)
+        with settings(con, **SCRATCH):
+            df, bad = _run(con, export, ms, null_clears)
     finally:
         for t in _TEMP:
             con.execute(f"DROP TABLE IF EXISTS {t}")
