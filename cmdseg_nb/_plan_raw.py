@@ -38,7 +38,7 @@ import duckdb
 import pandas as pd
 
 from . import _receiver
-from ._db import SCRATCH, duckdb_errors, ident, json_path, settings, sql_str
+from ._db import duckdb_errors, ident, json_path, scratch, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
 from ._plan import Unplannable, _names, key_sql, key_time_sql
@@ -311,12 +311,8 @@ def run(export, cfg, *, null_clears: bool = True) -> pd.DataFrame:
         raise Unplannable("no mapping")
     _sources(ms)
     con = export.con
-    try:
-        with settings(con, **SCRATCH):
-            df, bad = _run(con, export, ms, null_clears)
-    finally:
-        for t in _TEMP:
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+    with scratch(con, _TEMP, transaction=False):
+        df, bad = _run(con, export, ms, null_clears)
     if bad:
         where = ", ".join(f"{n:,} in {os.path.basename(export.raw_files[f])}" for f, n in sorted(bad.items()))
         warnings.warn(f"{sum(bad.values()):,} line(s) are not JSON and were skipped ({where}); "
@@ -460,11 +456,8 @@ def _without_filter_pushdown(con, sql: str) -> None:
     prev = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'disabled_optimizers'").fetchall()
     prev = prev[0][0] if prev else ""
     opts = ",".join(o for o in [*(prev or "").split(","), "filter_pushdown"] if o.strip())
-    con.execute(f"SET disabled_optimizers = {sql_str(opts)}")
-    try:
+    with settings(con, disabled_optimizers=opts):
         con.execute(sql)
-    finally:
-        con.execute(f"SET disabled_optimizers = {sql_str(prev or '')}")
 
 
 def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:

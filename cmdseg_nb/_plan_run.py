@@ -35,7 +35,7 @@ import logging
 import pandas as pd
 
 from . import _receiver
-from ._db import SCRATCH, duckdb_errors, ident, settings, sql_str
+from ._db import duckdb_errors, ident, scratch, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
 from ._plan import _FLOAT, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan
@@ -357,16 +357,12 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
     selects = dict(table_selects([t for t in export.tables if t.event_type is not None],
                                  passthrough={tp.name: tp.columns for tp in p.tables}, lean=True,
                                  twins=False))
-    try:
-        with settings(con, **SCRATCH):
-            if "tracks" in selects and any(tp.name == "tracks" for tp in p.tables):
-                with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
-                    selects["tracks"] = _tracks_without_twins(con, export, selects["tracks"])
-            df, counts = _execute(con, p, selects, export)
-    finally:
-        dyn = tuple(f"{_TEMP[5]}_{i}{r}" for i in range(len(p.mapping_names)) for r in ("", "_r"))
-        for t in _TEMP + (f"{_TEMP[-1]}_id",) + dyn:
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+    dyn = tuple(f"{_TEMP[5]}_{i}{r}" for i in range(len(p.mapping_names)) for r in ("", "_r"))
+    with scratch(con, _TEMP + (f"{_TEMP[-1]}_id",) + dyn):
+        if "tracks" in selects and any(tp.name == "tracks" for tp in p.tables):
+            with duckdb_errors("matching tracks rows to their per-event tables failed", CmdsegError):
+                selects["tracks"] = _tracks_without_twins(con, export, selects["tracks"])
+        df, counts = _execute(con, p, selects, export)
     tot = dict.fromkeys(("n", "nu", "ne", "ni"), 0)
     for name, v in counts:
         tot[name.split("_")[0]] += int(v or 0)

@@ -292,6 +292,67 @@ def test_memory_limit_and_temp_directory_reach_the_planned_queries(tmp_path):
     same(export, CUSTOM)
 
 
+@pytest.mark.parametrize("source", [RUDDER, ROOT / "data" / "segment_spec_examples"], ids=["warehouse", "raw"])
+def test_the_planned_paths_leave_the_callers_settings_as_they_were(source):
+    """The planned paths hand Arrow large strings over (``_db.settings``) and run in a
+    transaction of their own; a connection the caller passed in keeps its settings."""
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET checkpoint_threshold = '123MB'")
+    read = "SELECT current_setting('checkpoint_threshold'), current_setting('arrow_large_buffer_size')"
+    before = con.execute(read).fetchall()
+    assert before[0][1] is False
+    export = load_export(source, con=con)
+    assert len(user_properties(export, engine="plan")) > 0
+    assert con.execute(read).fetchall() == before
+
+
+def test_the_planned_path_runs_inside_a_transaction_the_caller_has_open():
+    import duckdb
+    con = duckdb.connect()
+    export = load_export(RUDDER, con=con)
+    tables = "SELECT count(*) FROM duckdb_tables()"
+    before = con.execute(tables).fetchall()
+    con.execute("BEGIN TRANSACTION")
+    con.execute("CREATE TABLE mine AS SELECT 42 AS x")
+    long = user_properties(export, CUSTOM, engine="plan")
+    assert len(long) > 0
+    con.execute("ROLLBACK")  # still the caller's own transaction: their table goes with it
+    assert con.execute(tables).fetchall() == before
+    pd.testing.assert_frame_equal(user_properties(export, CUSTOM, engine="plan"), long)
+
+
+def test_a_failed_planned_run_takes_its_temporary_tables_away(monkeypatch):
+    import duckdb
+
+    import cmdseg_nb._plan_run as plan_run
+    export = load_export(RUDDER)
+    tables = "SELECT count(*) FROM duckdb_tables()"
+    before = export.con.execute(tables).fetchall()
+
+    def fail(con, *args):
+        con.execute("CREATE TEMP TABLE cmdseg_plan_dups AS SELECT 1 AS h")
+        con.execute("SELECT error('boom')")
+    monkeypatch.setattr(plan_run, "_execute", fail)
+    with pytest.raises(duckdb.Error, match="boom"):
+        user_properties(export, CUSTOM, engine="plan")
+    assert export.con.execute(tables).fetchall() == before
+    assert export.con.execute("SELECT 1").fetchall() == [(1,)]  # not left in an aborted transaction
+
+
+def test_settings_are_put_back_when_the_block_fails():
+    import duckdb
+
+    from cmdseg_nb._db import settings
+    con = duckdb.connect()
+    read = "SELECT current_setting('checkpoint_threshold')"
+    before = con.execute(read).fetchall()
+    with pytest.raises(ZeroDivisionError), settings(con, checkpoint_threshold="1TB"):
+        assert con.execute(read).fetchall() != before
+        1 / 0
+    assert con.execute(read).fetchall() == before
+
+
 def test_the_planned_path_leaves_no_temporary_tables():
     export = load_export(RUDDER)
     before = export.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
