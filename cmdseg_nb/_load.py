@@ -29,6 +29,7 @@ from ._warehouse import (
     nested_object_sql,
     non_empty_sql,
     object_sql,
+    scalar_text_sql,
 )
 
 __all__ = ["EVENT_COLUMNS", "Export", "LoadReport", "WarehouseTable", "load_export"]
@@ -592,8 +593,7 @@ def _raw_select(src: _Source) -> str:
 
     def s(key: str) -> str:
         # Text of a top-level string/number field; objects/arrays/booleans are not ids.
-        return (f"CASE WHEN json_type({j}, {json_path(key)}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', "
-                f"'DOUBLE', 'HUGEINT') THEN json_extract_string({j}, {json_path(key)}) END")
+        return scalar_text_sql(f"json_type({j}, {json_path(key)})", f"json_extract_string({j}, {json_path(key)})")
 
     return f"""
         SELECT {s('messageId')} AS message_id, {s('type')} AS type, {s('userId')} AS user_id,

@@ -42,7 +42,7 @@ from ._db import duckdb_errors, ident, json_path, scratch, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
 from ._plan import Unplannable, _names, key_sql, key_time_sql
-from ._warehouse import object_sql
+from ._warehouse import object_sql, scalar_text_sql
 
 __all__ = ["run"]
 
@@ -202,8 +202,7 @@ def _lean_sql(files: list[str], ms: list[dict], keep_unmatched: str | None) -> s
         return f"xs[{idx[k]}]" if k in idx else None
 
     def s(k: str) -> str:  # the loader's text of a top-level string/number field
-        return (f"CASE WHEN json_type({x(k)}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') "
-                f"THEN json_extract_string({x(k)}, '$') END")
+        return scalar_text_sql(f"json_type({x(k)})", f"json_extract_string({x(k)}, '$')")
 
     def ts(k: str) -> str:
         return f"TRY_CAST(json_extract_string({x(k)}, '$') AS TIMESTAMPTZ)"

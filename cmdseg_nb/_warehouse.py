@@ -30,6 +30,7 @@ __all__ = [
     "json_value_sql",
     "non_empty_sql",
     "object_sql",
+    "scalar_text_sql",
 ]
 
 #: Warehouse table name -> Segment event type. Other tables are per-event track tables,
@@ -137,6 +138,15 @@ def holds_json_sql(text: str) -> str:
     """SQL: the text cell ``text`` holds a JSON array or object (how :func:`json_value_sql`
     tells warehouse-stored arrays and objects from strings)."""
     return f"(left(ltrim({text}), 1) IN ('[', '{{') AND json_valid({text}))"
+
+
+def scalar_text_sql(json_type: str, text: str) -> str:
+    """SQL: ``text`` (the field's text) when ``json_type`` (its ``json_type``) is a string or
+    a number, else NULL: how ids, types and names are read from raw events (objects, arrays
+    and booleans are not ids). A CASE, not ``IN (...)``: in a filter DuckDB turns that IN into
+    a join (0.35 s of CPU per 1M events)."""
+    return (f"CASE {json_type} " + " ".join(f"WHEN '{t}' THEN {text}" for t in (
+        "VARCHAR", "BIGINT", "UBIGINT", "DOUBLE", "HUGEINT")) + " END")
 
 
 def object_sql(entries: list[tuple[str, str]]) -> str:
