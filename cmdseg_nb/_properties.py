@@ -177,6 +177,11 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     of the latest event, ordered by ``timestamp``, then ``originalTimestamp``, then
     ``receivedAt``, then message id; the row order of the files does not matter (case B04).
     Within one event, later mappings overwrite earlier ones, and receiver rule 5 applies.
+
+    On the Export's connection the planned paths create temporary tables (``cmdseg_plan_*``,
+    ``cmdseg_raw_*``) and drop them before returning; over warehouse tables they run in one
+    transaction of their own (inside the caller's, when one is open), so an error rolls them
+    back. The connection's settings are left as they were.
     """
     cfg = _config(config)
     if engine not in ("auto", "plan", "generic"):
