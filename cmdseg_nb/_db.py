@@ -85,7 +85,19 @@ def settings(con: duckdb.DuckDBPyConnection, **values: object) -> Iterator[None]
         yield
     finally:
         for name, old in before.items():
-            con.execute(f"SET {name} = {sql_str(str(old))}")
+            _put_back(con, name, old)
+
+
+def _put_back(con: duckdb.DuckDBPyConnection, name: str, old: object) -> None:
+    """``SET name = old``. After an error inside a transaction, ``con`` refuses every statement
+    until a ROLLBACK; the settings cmdseg_nb changes are global to the database, so they are
+    then put back through a second connection to it (``con.cursor()``)."""
+    sql = f"SET {name} = {sql_str(str(old))}"
+    try:
+        con.execute(sql)
+    except duckdb.TransactionException:
+        with contextlib.closing(con.cursor()) as other:
+            other.execute(sql)
 
 
 @contextlib.contextmanager
@@ -115,10 +127,16 @@ def scratch(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *,
         if own and not ok:
             con.execute("ROLLBACK")
         else:
-            # after a DuckDB error the caller's transaction is aborted: the drops then fail,
-            # and the error being raised is the one to see
-            with contextlib.suppress(duckdb.Error) if not ok else contextlib.nullcontext():
-                for t in tables:
-                    con.execute(f"DROP TABLE IF EXISTS {t}")
-            if own:
-                con.execute("COMMIT")
+            try:
+                for t in tables:  # temp.main: never a table of the caller's with the same name
+                    con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+            except duckdb.Error:
+                if own:  # leave the connection usable, without the tables
+                    con.execute("ROLLBACK")
+                # in the caller's transaction after an error: every statement fails until
+                # they roll back (which takes the tables away); the error to see is theirs
+                if ok:
+                    raise
+            else:
+                if own:
+                    con.execute("COMMIT")

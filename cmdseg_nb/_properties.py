@@ -195,7 +195,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
         reasons = []
         for runner in (_plan_run.run, _plan_raw.run):
             try:
-                return runner(export, cfg, null_clears=null_clears)
+                # DuckDB errors outside the steps' own wrappers (the plan's look-ups of event
+                # names, an aborted transaction of the caller's, an interrupt) as CmdsegError too
+                with duckdb_errors("the planned path failed", CmdsegError):
+                    return runner(export, cfg, null_clears=null_clears)
             except _plan.Unplannable as exc:
                 reasons.append(str(exc))
         if engine == "plan":

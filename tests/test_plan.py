@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EXAMPLE, ROOT, RUDDER
 
-from cmdseg_nb import CmdsegWarning, load_export, user_properties
+from cmdseg_nb import CmdsegError, CmdsegWarning, load_export, user_properties
 from cmdseg_nb._plan import Unplannable, plan
 from cmdseg_nb._properties import PlanError, _config
 
@@ -323,8 +323,6 @@ def test_the_planned_path_runs_inside_a_transaction_the_caller_has_open():
 
 
 def test_a_failed_planned_run_takes_its_temporary_tables_away(monkeypatch):
-    import duckdb
-
     import cmdseg_nb._plan_run as plan_run
     export = load_export(RUDDER)
     tables = "SELECT count(*) FROM duckdb_tables()"
@@ -334,10 +332,69 @@ def test_a_failed_planned_run_takes_its_temporary_tables_away(monkeypatch):
         con.execute("CREATE TEMP TABLE cmdseg_plan_dups AS SELECT 1 AS h")
         con.execute("SELECT error('boom')")
     monkeypatch.setattr(plan_run, "_execute", fail)
-    with pytest.raises(duckdb.Error, match="boom"):
+    with pytest.raises(CmdsegError, match="boom"):
         user_properties(export, CUSTOM, engine="plan")
     assert export.con.execute(tables).fetchall() == before
     assert export.con.execute("SELECT 1").fetchall() == [(1,)]  # not left in an aborted transaction
+
+
+def test_an_error_in_the_last_query_is_the_one_raised_and_settings_are_put_back(monkeypatch):
+    """The final query runs with arrow_large_buffer_size set, inside the run's transaction: after
+    an error there the transaction refuses statements, yet the setting is put back and the
+    error raised is the query's own (found by a newcomer with an interrupt)."""
+    import duckdb
+
+    import cmdseg_nb._plan_run as plan_run
+    con = duckdb.connect()
+    export = load_export(RUDDER, con=con)
+    monkeypatch.setattr(plan_run, "winners_sql", lambda *a: "SELECT error('boom in the final query')")
+    with pytest.raises(CmdsegError, match="boom in the final query"):
+        user_properties(export, engine="plan")
+    assert con.execute("SELECT current_setting('arrow_large_buffer_size')").fetchall() == [(False,)]
+    assert con.execute("SELECT 42").fetchall() == [(42,)]
+
+
+def test_the_callers_tables_named_like_the_temporary_ones_are_left_alone():
+    import duckdb
+    con = duckdb.connect()
+    export = load_export(RUDDER, con=con)
+    expected = user_properties(export, CUSTOM, engine="plan")
+    con.execute("CREATE VIEW cmdseg_plan_dyn AS SELECT 1 AS mine")
+    con.execute("CREATE TABLE cmdseg_plan_dups AS SELECT 'mine' AS h")
+    pd.testing.assert_frame_equal(user_properties(export, CUSTOM, engine="plan"), expected)
+    assert con.execute("SELECT * FROM cmdseg_plan_dyn").fetchall() == [(1,)]
+    assert con.execute("SELECT * FROM cmdseg_plan_dups").fetchall() == [("mine",)]
+
+
+def test_raw_path_in_the_callers_transaction_reports_a_bad_file_and_puts_settings_back(tmp_path):
+    import gzip
+
+    import duckdb
+    lines = "".join(json.dumps({"type": "identify", "messageId": f"m{i}", "userId": f"u{i % 50}",
+                                "traits": {"n": i, "pad": "x" * (i % 50)}}) + "\n" for i in range(20000))
+    gz = gzip.compress(lines.encode())
+    (tmp_path / "events.json.gz").write_bytes(gz[: len(gz) * 2 // 3])  # truncated
+    con = duckdb.connect()
+    con.execute("SET disabled_optimizers = 'join_order'")
+    export = load_export(tmp_path / "events.json.gz", con=con)
+    con.execute("BEGIN TRANSACTION")
+    with pytest.raises(CmdsegError, match="Unexpected end of GZIP stream"):
+        user_properties(export)
+    con.execute("ROLLBACK")
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall() == [("join_order",)]
+
+
+def test_a_callers_aborted_transaction_gives_a_cmdseg_error():
+    import duckdb
+    con = duckdb.connect()
+    export = load_export(RUDDER, con=con)
+    con.execute("BEGIN TRANSACTION")
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT error('the caller''s own failure')")
+    with pytest.raises(CmdsegError, match="aborted"):
+        user_properties(export, engine="plan")
+    con.execute("ROLLBACK")
+    assert len(user_properties(export, engine="plan")) > 0
 
 
 def test_settings_are_put_back_when_the_block_fails():
