@@ -21,12 +21,15 @@ def connect(con: duckdb.DuckDBPyConnection | None = None, *,
     """Return a DuckDB connection set up for cmdseg_nb.
 
     The session time zone is set to UTC, so naive timestamps in exports are read as UTC
-    (Segment's warehouse convention) and TIMESTAMPTZ values print in UTC. A connection the
-    caller passes in gets the same setting (documented side effect).
+    (Segment's warehouse convention) and TIMESTAMPTZ values print in UTC, and the default
+    collation to none (byte order), so that message ids and user ids that differ only in case
+    stay apart. A connection the caller passes in gets the same settings (documented side
+    effect).
     """
     if con is None:
         con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET default_collation = ''")
     if memory_limit is not None:
         con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
     if temp_directory is not None:

@@ -673,7 +673,7 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
         file is raw when its first record has Spec keys (``userId``, ``messageId``, ...).
     con
         A DuckDB connection to load into; a new in-memory one by default. Its ``TimeZone``
-        is set to UTC.
+        is set to UTC and its ``default_collation`` to none (ids compare byte for byte).
     table
         Name of the canonical events table created (replaced if it exists).
     memory_limit, temp_directory

@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 from . import _receiver
-from ._db import duckdb_errors, ident, sql_str
+from ._db import duckdb_errors, ident, settings, sql_str
 from ._errors import CmdsegError
 from ._frame import long_frame
 
@@ -186,19 +186,25 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     cfg = _config(config)
     if engine not in ("auto", "plan", "generic"):
         raise ValueError(f"engine must be 'auto', 'plan' or 'generic', got {engine!r}")
+    from ._load import Export
+    if not isinstance(export, Export):
+        raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
+    # ids and names compare byte for byte: a caller's default_collation (e.g. 'nocase') would
+    # merge the users 'u1' and 'U1'
+    # (DuckDB errors outside the steps' own wrappers, e.g. the plan's look-ups of event names,
+    # a caller's aborted transaction or an interrupt, are CmdsegError too)
+    with duckdb_errors("computing user properties failed", CmdsegError), \
+            settings(export.con, default_collation=""):
+        return _run_engine(export, cfg, null_clears, engine)
+
+
+def _run_engine(export, cfg, null_clears: bool, engine: str) -> pd.DataFrame:
     if engine != "generic":
-        from . import _plan
-        from ._load import Export
-        if not isinstance(export, Export):
-            raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
-        from . import _plan_raw, _plan_run
+        from . import _plan, _plan_raw, _plan_run
         reasons = []
         for runner in (_plan_run.run, _plan_raw.run):
             try:
-                # DuckDB errors outside the steps' own wrappers (the plan's look-ups of event
-                # names, an aborted transaction of the caller's, an interrupt) as CmdsegError too
-                with duckdb_errors("the planned path failed", CmdsegError):
-                    return runner(export, cfg, null_clears=null_clears)
+                return runner(export, cfg, null_clears=null_clears)
             except _plan.Unplannable as exc:
                 reasons.append(str(exc))
         if engine == "plan":
@@ -234,7 +240,7 @@ def explain(export, user_id: str, property: str, config=None, *, null_clears: bo
     con, events = _events_of(export)
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears, winners_only=False)
-    with duckdb_errors("running the lineage query failed", CmdsegError):
+    with duckdb_errors("running the lineage query failed", CmdsegError), settings(con, default_collation=""):
         return long_frame(con, f"SELECT * FROM ({sql}) WHERE user_id = ? AND property = ?",
                           [user_id, property])
 

@@ -397,6 +397,25 @@ def test_a_callers_aborted_transaction_gives_a_cmdseg_error():
     assert len(user_properties(export, engine="plan")) > 0
 
 
+@pytest.mark.parametrize("engine", ["plan", "generic"])
+def test_user_ids_differing_only_in_case_stay_apart_under_a_nocase_collation(tmp_path, engine):
+    """A caller's ``default_collation = 'nocase'`` (set before or after load_export) must not
+    merge the users 'u1' and 'U1' (found by a newcomer); it is put back afterwards."""
+    import duckdb
+    lines = [{"type": "identify", "messageId": f"m{i}", "userId": uid, "traits": {"plan": uid},
+              "timestamp": "2024-01-01T00:00:00Z"} for i, uid in enumerate(["u1", "U1", "Élan", "élan"])]
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    con = duckdb.connect()
+    con.execute("SET default_collation = 'nocase'")
+    export = load_export(path, con=con)
+    assert con.execute("SELECT current_setting('default_collation')").fetchall() == [("",)]
+    con.execute("SET default_collation = 'nocase'")  # again, after loading
+    long = user_properties(export, engine=engine)
+    assert list(long["user_id"]) == ["U1", "u1", "Élan", "élan"]
+    assert con.execute("SELECT current_setting('default_collation')").fetchall() == [("nocase",)]
+
+
 def test_settings_are_put_back_when_the_block_fails():
     import duckdb
 
