@@ -11,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cmdseg_nb import ExportError, load_export
+from conftest import DATA, RUDDER
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RUDDER = DATA / "rudderstack_tutorial"
 SPEC = DATA / "segment_spec_examples"
 
 

@@ -10,10 +10,8 @@ import pytest
 
 from cmdseg_nb import explain, load_export, to_wide, user_properties
 from cmdseg_nb._preview import reference_user_properties
-from conftest import load_case
+from conftest import DATA, RUDDER, load_case
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RUDDER = DATA / "rudderstack_tutorial"
 SPEC = DATA / "segment_spec_examples"
 
 
