@@ -26,7 +26,9 @@ long table with few passes over the files and no sort of all events:
    property names set by several slots or mappings compete by (rank, mapping, rule 5). The
    result is sorted by a rank of the user ids (integers) and the property name.
 
-Pure SQL generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
+The steps run in one transaction of their own (``_db.scratch``: no checkpoint of temporary
+tables dropped a moment later; inside the caller's transaction when one is open). Pure SQL
+generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
 """
 from __future__ import annotations
 
