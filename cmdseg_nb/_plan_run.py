@@ -649,18 +649,20 @@ class _Run:
         con, s, cand, win = self.con, self.s, self.cand, self.win
         parts: dict[str, list[str]] = {}
         if self.ks:
-            rs = [f"max(CASE WHEN {cond} THEN r END) AS {ident(f'r{i}')}"
+            # per slot the winning candidate's rowid (the highest rank r holding the cell): the
+            # parts below join on that one BIGINT instead of (uid, r) (20M events: 0.1 s less)
+            gs = [f"arg_max(rowid, CASE WHEN {cond} THEN r END) AS {ident(f'g{i}')}"
                   for i, (*_x, cond) in enumerate(s["static"])]
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT uid, {', '.join(rs)} "
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT uid, {', '.join(gs)} "
                         f"FROM {cand} GROUP BY uid")
             for i, (mi, rule, rank, prop, src, _cond) in enumerate(s["static"]):
                 value = _to_json(src, _cell(src) if src.kind != "lit" else "NULL")  # cells of c
                 parts.setdefault(prop, []).append(f"""
-                    SELECT w.uid, {sql_str(prop)} AS property, w.{ident(f'r{i}')} AS r,
+                    SELECT c.uid, {sql_str(prop)} AS property, c.r,
                            {mi} AS mapping_index, {rank} AS rule_rank, {sql_str(rule)} AS rule,
                            {value} AS value, {_value_type(src, value)} AS value_type,
                            c.event_time, c.message_id
-                    FROM {win} AS w JOIN {cand} AS c ON c.uid = w.uid AND c.r = w.{ident(f'r{i}')}""")
+                    FROM {win} AS w JOIN {cand} AS c ON c.rowid = w.{ident(f'g{i}')}""")
         collide = self.collide
         direct = [q for prop, qs in parts.items() if len(qs) == 1 and prop not in collide for q in qs]
         contested = [q for prop, qs in parts.items() if len(qs) > 1 or prop in collide for q in qs]
