@@ -29,6 +29,7 @@ from ._warehouse import (
     nested_object_sql,
     non_empty_sql,
     object_sql,
+    per_event_tables,
     scalar_text_sql,
 )
 
@@ -848,7 +849,7 @@ def _materialize(con, table: str, tables: tuple, selects: list[str], report: Loa
     """Create the canonical events table and fill the report's counts (``raw_rows``: the rows
     the ``raw_selects`` yield, counted before)."""
     names = {t.name for t in tables if t.event_type is not None}
-    per_event = [t for t in tables if t.event_type is not None and t.name not in TABLE_TYPES]
+    per_event = per_event_tables(tables)
     if "tracks" in names and per_event:
         pe, by_id, by_content = _twin_filters(sql for _name, sql in table_selects(per_event))
         tracks = [t for t in tables if t.name == "tracks"]

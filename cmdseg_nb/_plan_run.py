@@ -41,7 +41,7 @@ from ._db import duckdb_errors, ident, scratch, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
 from ._plan import _FLOAT, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan
-from ._warehouse import TABLE_TYPES, holds_json_sql, json_value_sql
+from ._warehouse import holds_json_sql, json_value_sql, per_event_tables
 
 __all__ = ["run"]
 
@@ -374,17 +374,11 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
     return df
 
 
-def _per_event_tables(export) -> list:
-    """The export's per-event tables (``order_completed``...: event tables other than the
-    Segment ``TABLE_TYPES``)."""
-    return [t for t in export.tables if t.event_type is not None and t.name not in TABLE_TYPES]
-
-
 def _per_event_twins(export) -> tuple[str, str, str] | None:
     """``_load._twin_filters`` over the export's per-event tables (lean selects); None when
     there are none."""
     from ._load import _twin_filters, table_selects
-    per_event = _per_event_tables(export)
+    per_event = per_event_tables(export.tables)
     if not per_event:
         return None
     return _twin_filters(q for _n, q in table_selects(per_event, lean=True))
@@ -408,7 +402,7 @@ def _tracks_without_twins(con, export, tracks: str) -> str:
     unmatched = f"FROM ({tracks}) AS w WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})"
     rows = export._report.rows_read
     left_n = None
-    if "tracks" in rows and rows["tracks"] <= sum(rows.get(t.name, 0) for t in _per_event_tables(export)):
+    if "tracks" in rows and rows["tracks"] <= sum(rows.get(t.name, 0) for t in per_event_tables(export.tables)):
         left_n = con.execute(f"SELECT count(*) {unmatched}").fetchall()[0][0]
         if not left_n:
             return f"SELECT * FROM ({tracks}) WHERE FALSE"

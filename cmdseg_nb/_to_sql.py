@@ -28,7 +28,7 @@ from . import _receiver
 from ._db import ident, sql_str
 from ._errors import CmdsegError
 from ._plan import Plan, Src, TablePlan, Unplannable, _leaves, plan
-from ._warehouse import SNAPSHOT_TABLES, TABLE_TYPES
+from ._warehouse import SNAPSHOT_TABLES, TABLE_TYPES, per_event_tables
 
 __all__ = ["DIALECTS", "to_sql"]
 
@@ -221,7 +221,7 @@ def _sql(p: Plan, tables: dict[str, _Table]) -> str:
     parts, cell_names = _lean(p, tables)
     # tracks rows whose event is also in a per-event table are left out (as the loader does)
     per_event = [tp.name for tp in p.tables if tp.name not in TABLE_TYPES]
-    all_per_event = [t for t in tables.values() if t.event_type is not None and t.name not in TABLE_TYPES]
+    all_per_event = per_event_tables(tables.values())
     for i, tp in enumerate(p.tables):
         if tp.name == "tracks" and all_per_event:
             pe = " UNION ALL ".join(

@@ -20,6 +20,8 @@ What can be restored and what cannot:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ._db import ident, sql_str
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "json_value_sql",
     "non_empty_sql",
     "object_sql",
+    "per_event_tables",
     "scalar_text_sql",
 ]
 
@@ -132,6 +135,12 @@ def json_value_sql(column: str, duck_type: str) -> str:
         # NaN/inf cannot be JSON: leave the key out, like a missing cell.
         return f"CASE WHEN {c} IS NULL OR NOT isfinite({c}) THEN NULL ELSE to_json({c}) END"
     return f"CASE WHEN {c} IS NULL THEN NULL ELSE to_json({c}) END"
+
+
+def per_event_tables(tables: Iterable) -> list:
+    """The per-event track tables (``order_completed``...) among ``tables``: event tables
+    (``event_type`` set) other than Segment's :data:`TABLE_TYPES`."""
+    return [t for t in tables if t.event_type is not None and t.name not in TABLE_TYPES]
 
 
 def holds_json_sql(text: str) -> str:
