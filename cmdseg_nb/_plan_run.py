@@ -24,7 +24,7 @@ long table with few passes over the files and no sort of all events:
 4. **Winners.** Per user and slot the highest-ranked candidate holding the cell wins; its
    value, time and message id are read from the candidate row, the slots are unpivoted, and
    property names set by several slots or mappings compete by (rank, mapping, rule 5). The
-   result is sorted by a rank of the user ids (integers) and the property name.
+   result is sorted by integer ranks of the user ids and of the property names.
 
 The steps run in one transaction of their own (``_db.scratch``: no checkpoint of temporary
 tables dropped a moment later; inside the caller's transaction when one is open). Pure SQL
@@ -601,17 +601,20 @@ class _Run:
         candidates' and the per-event-name groups') with ``uo``, its rank in user id order, and
         every property name (the static slots' and the per-event-name groups') with ``po``, its
         rank in name order; returns their names."""
-        dyn = [mi for mi, *_x in self.s["dynamic"]]
-        users = [f"SELECT uid FROM {self.cand}"] + [f"SELECT uid FROM {self.dyn}_{mi}" for mi in dyn]
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.users} AS "
-                         f"SELECT uid, row_number() OVER (ORDER BY uid) AS uo FROM "
-                         f"(SELECT DISTINCT uid FROM ({' UNION ALL '.join(users)})) WHERE uid IS NOT NULL")
-        props = [f"SELECT unnest({_sql_list(sorted({prop for _m, _r, _k, prop, *_x in self.s['static']}))}) "
-                 f"AS property"] + [f"SELECT property FROM {self.dyn}_{mi}" for mi in dyn]
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.props} AS "
-                         f"SELECT property, row_number() OVER (ORDER BY property) AS po FROM "
-                         f"(SELECT DISTINCT property FROM ({' UNION ALL '.join(props)})) WHERE property IS NOT NULL")
+        dyn = [f"{self.dyn}_{mi}" for mi, *_x in self.s["dynamic"]]
+        static = sorted({prop for _m, _r, _k, prop, *_x in self.s["static"]})
+        self._rank(self.users, "uid", "uo", [f"SELECT uid FROM {self.cand}"]
+                   + [f"SELECT uid FROM {d}" for d in dyn])
+        self._rank(self.props, "property", "po", [f"SELECT unnest({_sql_list(static)}) AS property"]
+                   + [f"SELECT property FROM {d}" for d in dyn])
         return self.users, self.props
+
+    def _rank(self, table: str, col: str, rank: str, sources: list[str]) -> None:
+        """``table``: the distinct non-NULL ``col`` values of ``sources`` with ``rank``, their
+        position in ``col`` order."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                         f"SELECT {col}, row_number() OVER (ORDER BY {col}) AS {rank} FROM "
+                         f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
 
     def unsettled(self) -> int:
         """(Without ``exact``.) The number of (user, static slot) pairs whose latest time

@@ -190,9 +190,8 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     if not isinstance(export, Export):
         raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
     # ids and names compare byte for byte: a caller's default_collation (e.g. 'nocase') would
-    # merge the users 'u1' and 'U1'
-    # (DuckDB errors outside the steps' own wrappers, e.g. the plan's look-ups of event names,
-    # a caller's aborted transaction or an interrupt, are CmdsegError too)
+    # merge the users 'u1' and 'U1'. DuckDB errors outside the steps' own wrappers (the plan's
+    # look-ups of event names, a caller's aborted transaction, an interrupt) are CmdsegError too.
     with duckdb_errors("computing user properties failed", CmdsegError), \
             settings(export.con, default_collation=""):
         return _run_engine(export, cfg, null_clears, engine)
