@@ -161,9 +161,14 @@ def _uid_sql(src: Src) -> str:
         u = _receiver.normalize_user_id(src.value)
         return sql_str(u) if u is not None else "CAST(NULL AS VARCHAR)"
     s = _cell(src)
+    # a first character that is not whitespace keeps the id without the regular expression
     return (f"CASE WHEN {s} IS NULL THEN NULL WHEN unicode({s}) > 32 AND unicode({s}) NOT IN "
-            f"(133, 160, 5760, 8232, 8233, 8239, 8287, 12288) AND NOT (unicode({s}) BETWEEN 8192 AND 8202) "
+            f"({_WIDE_WS}) AND NOT (unicode({s}) BETWEEN 8192 AND 8202) "
             f"THEN {s} WHEN regexp_full_match({s}, '{_receiver._WS}') THEN NULL ELSE {s} END")
+
+
+#: The receiver's whitespace above U+0020 outside U+2000-U+200A, as code points (for _uid_sql)
+_WIDE_WS = ", ".join(str(ord(c)) for c in _receiver.WHITESPACE if ord(c) > 32 and not 8192 <= ord(c) <= 8202)
 
 
 def _event_ok(src: Src) -> str:
