@@ -733,12 +733,30 @@ def fql_matches(trigger: str | dict, event: dict) -> bool:
     return _eval(_ast(trigger), event)
 
 
+def _json_text_equals(actual: str, text: str) -> str:
+    """SQL: the JSON value ``actual`` is the string ``text`` (NULL when ``actual`` is NULL).
+
+    ``actual`` is always the output of DuckDB's ``json_extract``, which writes the value it
+    parsed back out (yyjson's writer), so equal strings have equal JSON text, whatever escapes
+    the event used (``"\\u0069dentify"`` is written ``"identify"``). Comparing that text to the
+    literal's JSON text, written by the same writer (``to_json``, folded once per query), needs
+    no parse per row: the lean pass over raw events at 1M lines, 2.3 s against 1.9 s with three
+    ``type``/``event`` triggers (``json_type`` and ``->>`` each parse the value again). A
+    literal that is not valid Unicode (a lone surrogate from an FQL escape) keeps the parsing
+    form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"json_type({actual}) = 'VARCHAR' AND ({actual} ->> '$') = {sql_str(text)}"
+    return f"CAST({actual} AS VARCHAR) = CAST(to_json(CAST({sql_str(text)} AS VARCHAR)) AS VARCHAR)"
+
+
 def _sql_value(actual: str, op: str, expected: Any) -> str:
     isnum = f"json_type({actual}) IN {_NUM_TYPES}"
     isstr = f"json_type({actual}) = 'VARCHAR'"
     s = f"({actual} ->> '$')"
     if op in ("=", "!="):
-        eq = f"COALESCE({isstr} AND {s} = {sql_str(js_string(expected))}, false)"
+        eq = f"COALESCE({_json_text_equals(actual, js_string(expected))}, false)"
         return eq if op == "=" else f"(NOT {eq})"
     if op in ("number_equals", "number_not_equals", "<", "<=", ">", ">="):
         e = js_to_number(expected)

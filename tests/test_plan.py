@@ -552,6 +552,22 @@ def test_raw_odd_keys_and_literals_equal_generic(tmp_path):
     assert set(long["property"]) == {"slash", "quote", "lit"}
 
 
+def test_raw_triggers_match_strings_whatever_their_escapes(tmp_path):
+    r"""Triggers compare JSON text (``_fql._json_text_equals``): a type or event name the sender
+    wrote with ``\u`` escapes still matches, on both paths."""
+    t = '"timestamp":"2024-01-01T00:00:0%dZ"'
+    lines = ['{"type":"\\u0069dentify","userId":"u1","messageId":"a",%s,"traits":{"plan":"pro"}}' % (t % 1),
+             '{"type":"track","userId":"u1","messageId":"b",%s,"event":"Plan \\u0043hanged",'
+             '"properties":{"plan":"team"}}' % (t % 2),
+             '{"type":"track","userId":"u2","messageId":"c",%s,"event":"Plan Changed ",'
+             '"properties":{"plan":"x"}}' % (t % 3)]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", lines))
+    long = same(export, CUSTOM)
+    got = {(r.user_id, r.property): r.value for r in long.itertuples()}
+    assert got[("u1", "plan")] == '"team"'
+    assert ("u2", "plan") not in got
+
+
 @pytest.mark.parametrize("trigger", ['type = "track" and event = "Plan Changed"', 'event = "Plan Changed"'])
 def test_raw_copy_received_later_that_no_longer_matches_wins_de_duplication(tmp_path, trigger):
     t = "2024-01-01T00:00:00Z"
