@@ -19,9 +19,10 @@ Which value wins, by candidates (no per-instant ranks, no UPDATE):
 2. Phase 1: per (user, property), ``max(k)`` over the assignments, property names only: per
    (user, set of trait keys) for traits (``json_keys``, no values), per (user, event name) for
    ``user_property_event``... ``W`` is the set of (user, k) pairs that are one of these maxima.
-3. The candidates ``C`` are the de-duplicated matched events whose (user, k) is in ``W`` (a semi
+3. The candidates ``C`` are the de-duplicated matched events whose (user, k) is in ``W`` (a
    join), ranked once per user by the full order: k, originalTimestamp, receivedAt, message id,
-   event hash (``r``).
+   event hash (``r``). From here on a user is named by ``uo``, the rank of its id, so that
+   phase 2 groups, joins and sorts on an integer.
 4. Phase 2: the assignments of ``C`` only; per (user, property) the greatest (r, mapping index,
    rule rank). Every assignment tied with the winner on ``k`` belongs to ``C``, so this is exact.
 
@@ -50,7 +51,7 @@ _SIMPLE = ("@path", "@if", "@literal", "@case", "@replace", "@excludeWhenNull")
 _TRIGGER_KEYS = {"event-type": "type", "event": "event", "name": "name", "userId": "userId",
                  "event-property": "properties", "event-trait": "traits", "event-context": "context"}
 _TEMP = ("cmdseg_raw_lean", "cmdseg_raw_special", "cmdseg_raw_hash", "cmdseg_raw_md5",
-         "cmdseg_raw_win", "cmdseg_raw_cand")
+         "cmdseg_raw_keys", "cmdseg_raw_users", "cmdseg_raw_win", "cmdseg_raw_cand")
 _TIE_ORDER = ("k, ok, rk, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 #: placeholder for the event in compiled triggers and mapping data: a quote inside, so that no
 #: SQL literal holds it as such (quotes in literals are doubled)
@@ -399,7 +400,8 @@ def _event_name_ok(col: str) -> str:
 
 def _assignments_sql(ms: list[dict], null_clears: bool, cand: str) -> str:
     """Phase 2: every assignment of the candidates (ranked ``r`` per user), with ``w``, its
-    order among those of its (user, property): rank, mapping index, rule rank (rule 5)."""
+    order among those of its (user, property): rank, mapping index, rule rank (rule 5). The
+    user is named by ``uo``, the rank of the user id (an integer to group, join and sort on)."""
     pre, n = _receiver.PREFIX, len(_receiver.PREFIX)
     nn = "" if null_clears else " AND json_type(value) <> 'NULL'"
     n_map = len(ms)
@@ -411,20 +413,20 @@ def _assignments_sql(ms: list[dict], null_clears: bool, cand: str) -> str:
             return f"(r * {4 * n_map} + {i * 4 + rr}) AS w"
         for kind, col, _sql, prop in m["src"]:
             if kind == "traits":
-                parts.append(f"SELECT uid, key AS property, value, {w(1)} FROM ({_kv(cand, col, 'uid, r', f)})"
+                parts.append(f"SELECT uo, key AS property, value, {w(1)} FROM ({_kv(cand, col, 'uo, r', f)})"
                              f" WHERE true{nn}")
             elif kind == "uprops":
-                parts.append(f"SELECT uid, substr(key, {n + 1}) AS property, value, {w(2)} "
-                             f"FROM ({_kv(cand, col, 'uid, r', f)}) "
+                parts.append(f"SELECT uo, substr(key, {n + 1}) AS property, value, {w(2)} "
+                             f"FROM ({_kv(cand, col, 'uo, r', f)}) "
                              f"WHERE starts_with(key, '{pre}') AND length(key) > {n}{nn}")
             elif kind == "prop":
-                parts.append(f"SELECT uid, {sql_str(prop)} AS property, {col} AS value, {w(2)} FROM {cand} "
+                parts.append(f"SELECT uo, {sql_str(prop)} AS property, {col} AS value, {w(2)} FROM {cand} "
                              f"WHERE {f} AND {col} IS NOT NULL" + ("" if null_clears else f" AND json_type({col}) <> 'NULL'"))
             elif kind == "upe":
-                parts.append(f"SELECT uid, {col} ->> '$' AS property, CAST('true' AS JSON) AS value, {w(3)} "
+                parts.append(f"SELECT uo, {col} ->> '$' AS property, CAST('true' AS JSON) AS value, {w(3)} "
                              f"FROM {cand} WHERE {f} AND {_event_name_ok(col)}")
     if not parts:
-        return "SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS VARCHAR) AS property, CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false"
+        return "SELECT CAST(NULL AS BIGINT) AS uo, CAST(NULL AS VARCHAR) AS property, CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false"
     return " UNION ALL ".join(parts)
 
 
@@ -460,7 +462,7 @@ def _without_filter_pushdown(con, sql: str) -> None:
 
 
 def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
-    lean, sp, hsh, md5t, win, cand = _TEMP
+    lean, sp, hsh, md5t, keys, users, win, cand = _TEMP
     files = list(export.raw_files)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
         try:
@@ -511,15 +513,21 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         else:
             ev = f"(SELECT *, CAST(NULL AS VARCHAR) AS event_hash FROM {lean})"
         # phase 1 (W), then the candidates: the events at some (user, k) of W, ranked once per
-        # user by the full order
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS {_phase1_sql(ms, null_clears, ev)}")
+        # user by the full order. Users are named by their rank (``uo``, by user id) from here
+        # on: phase 2 groups, joins and sorts on that integer instead of the id's text (5M
+        # events, custom mapping: the last query 1.9-2.1 s against 2.5-2.8 s)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS {_phase1_sql(ms, null_clears, ev)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {users} AS SELECT uid, row_number() OVER (ORDER BY uid) AS uo "
+                    f"FROM (SELECT DISTINCT uid FROM {keys})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT w.uid, w.k, u.uo FROM {keys} AS w "
+                    f"JOIN {users} AS u ON u.uid = w.uid")
         anyf = " OR ".join(f"m{m['i']}" for m in ms)
-        keep = ", ".join(ident(r[0]) for r in con.execute(f"DESCRIBE {lean}").fetchall()
-                         if r[0] not in ("_f", "h", "type")) + ", event_hash"
+        keep = ", ".join(f"e.{ident(r[0])}" for r in con.execute(f"DESCRIBE {lean}").fetchall()
+                         if r[0] not in ("_f", "h", "type")) + ", e.event_hash"
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {cand} AS
-            SELECT {keep}, row_number() OVER (PARTITION BY uid ORDER BY {_TIE_ORDER}) AS r
-            FROM {ev} AS e WHERE ({anyf}) AND uid IS NOT NULL
-            AND EXISTS (SELECT 1 FROM {win} AS w WHERE w.uid = e.uid AND w.k = e.k)""")
+            SELECT *, row_number() OVER (PARTITION BY uo ORDER BY {_TIE_ORDER}) AS r FROM (
+                SELECT {keep}, w.uo FROM {ev} AS e JOIN {win} AS w ON w.uid = e.uid AND w.k = e.k
+                WHERE ({anyf}))""")
         # phase 2: the candidates' assignments; per (user, property) the latest by
         # (rank, mapping, rule 5)
         n_map = len(ms)
@@ -530,13 +538,13 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                    {key_time_sql('k')} AS updated_at, message_id,
                    CASE rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
                    {names_sql} AS mapping
-            FROM (SELECT uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,
+            FROM (SELECT uo, uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,
                          CAST(mw % 4 AS INTEGER) AS rr
-                  FROM (SELECT a.*, c.message_id, c.k FROM (
-                            SELECT uid, property, arg_max(value, w) AS value, max(w) AS mw
-                            FROM ({_assignments_sql(ms, null_clears, cand)}) GROUP BY uid, property) AS a
-                        JOIN {cand} AS c ON c.uid = a.uid AND c.r = a.mw // {4 * n_map}))
-            ORDER BY user_id, property"""
+                  FROM (SELECT a.*, c.uid, c.message_id, c.k FROM (
+                            SELECT uo, property, arg_max(value, w) AS value, max(w) AS mw
+                            FROM ({_assignments_sql(ms, null_clears, cand)}) GROUP BY uo, property) AS a
+                        JOIN {cand} AS c ON c.uo = a.uo AND c.r = a.mw // {4 * n_map}))
+            ORDER BY uo, property"""
         df = long_frame(con, sql)
         vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
     tot = [sum(int(v or 0) for v in vals[j::4]) for j in range(4)]
