@@ -326,6 +326,10 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
 # Shared with the queries (_plan_run, _plan_raw)
 
 
+#: SQL: a ``user_property_event`` group is settled by ``k2 = max(k, 2)``, the two largest k of
+#: its rows (one element, or two different ones): one row holds the latest time and wins
+SETTLED = "(len(k2) = 1 OR k2[1] > k2[2])"
+
 #: Which-value-wins order, first part: an event time (TIMESTAMPTZ) as one BIGINT of
 #: microseconds. No time sorts below every time, -infinity just above it, infinity above every
 #: finite time (``epoch_us`` gives NULL for the infinities).

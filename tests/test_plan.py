@@ -552,6 +552,27 @@ def test_raw_odd_keys_and_literals_equal_generic(tmp_path):
     assert set(long["property"]) == {"slash", "quote", "lit"}
 
 
+@pytest.mark.parametrize("trait_later", [False, True])
+def test_raw_event_name_that_a_trait_also_sets_is_not_settled_by_the_events_alone(tmp_path, trait_later):
+    """A ``user_property_event`` group whose latest k is one event's is settled without the
+    candidates, unless another source (here a trait key) sets the same name: then the trait
+    and the event compete, and only one row comes out."""
+    at = ["2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"]
+    events = [
+        {"type": "identify", "userId": "u1", "messageId": "i1", "timestamp": at[trait_later],
+         "traits": {"Signed Up": "yes", "plan": "pro"}},
+        {"type": "track", "userId": "u1", "messageId": "t1", "event": "Signed Up", "timestamp": at[not trait_later]},
+        {"type": "track", "userId": "u2", "messageId": "t2", "event": "Signed Up", "timestamp": at[0]},
+    ]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    long = same(export, CUSTOM)
+    rows = long[long["property"] == "Signed Up"].set_index("user_id")
+    assert list(rows.index) == ["u1", "u2"]
+    assert rows.loc["u1", "value"] == ('"yes"' if trait_later else "true")
+    assert rows.loc["u1", "message_id"] == ("i1" if trait_later else "t1")
+    assert rows.loc["u2", "rule"] == "user_property_event"
+
+
 def test_raw_triggers_match_strings_whatever_their_escapes(tmp_path):
     r"""Triggers compare JSON text (``_fql._json_text_equals``): a type or event name the sender
     wrote with ``\u`` escapes still matches, on both paths."""
