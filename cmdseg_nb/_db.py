@@ -12,7 +12,15 @@ import duckdb
 
 from ._errors import CmdsegError
 
-__all__ = ["connect", "ident", "json_path", "sql_str", "duckdb_errors", "scratch", "settings"]
+__all__ = ["QUERY_SETTINGS", "connect", "ident", "json_path", "sql_str", "duckdb_errors", "scratch",
+           "settings"]
+
+#: The settings every user-property query runs with (``settings(con, **QUERY_SETTINGS)``),
+#: whatever the caller set on its connection: ids and names compare byte for byte (a
+#: ``default_collation`` of 'nocase' would merge the users 'u1' and 'U1'), and an ORDER BY
+#: without a direction sorts ascending, NULLs last (a ``default_order`` of 'DESC' would reverse
+#: the which-value-wins order of tied events and the result's row order).
+QUERY_SETTINGS = {"default_collation": "", "default_order": "ASCENDING", "default_null_order": "NULLS_LAST"}
 
 
 def connect(con: duckdb.DuckDBPyConnection | None = None, *,

@@ -868,7 +868,7 @@ def _materialize(con, table: str, tables: tuple, selects: list[str], report: Loa
         WITH raw AS ({union}),
         ranked AS (
             SELECT *, row_number() OVER (
-                PARTITION BY type, message_id ORDER BY received_at DESC NULLS LAST, md5(CAST(event_json AS VARCHAR))) AS _dup
+                PARTITION BY type, message_id ORDER BY received_at DESC NULLS LAST, md5(CAST(event_json AS VARCHAR)) ASC) AS _dup
             FROM raw)
         SELECT message_id, type,
                {_receiver.user_id_sql("event_json")} AS user_id,

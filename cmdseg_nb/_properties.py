@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 from . import _receiver
-from ._db import duckdb_errors, ident, settings, sql_str
+from ._db import QUERY_SETTINGS, duckdb_errors, ident, settings, sql_str
 from ._errors import CmdsegError
 from ._frame import long_frame
 
@@ -181,7 +181,9 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     On the Export's connection the planned paths create temporary tables (``cmdseg_plan_*``,
     ``cmdseg_raw_*``) and drop them before returning; over warehouse tables they run in one
     transaction of their own (inside the caller's, when one is open), so an error rolls them
-    back. The connection's settings are left as they were.
+    back. The connection's settings are left as they were; the queries run with byte-order
+    comparison, ascending ORDER BY and NULLs last whatever the caller's ``default_collation``,
+    ``default_order`` and ``default_null_order`` (``_db.QUERY_SETTINGS``).
     """
     cfg = _config(config)
     if engine not in ("auto", "plan", "generic"):
@@ -189,11 +191,11 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     from ._load import Export
     if not isinstance(export, Export):
         raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
-    # ids and names compare byte for byte: a caller's default_collation (e.g. 'nocase') would
-    # merge the users 'u1' and 'U1'. DuckDB errors outside the steps' own wrappers (the plan's
-    # look-ups of event names, a caller's aborted transaction, an interrupt) are CmdsegError too.
+    # the caller's collation and sort defaults do not apply (_db.QUERY_SETTINGS). DuckDB errors
+    # outside the steps' own wrappers (the plan's look-ups of event names, a caller's aborted
+    # transaction, an interrupt) are CmdsegError too.
     with duckdb_errors("computing user properties failed", CmdsegError), \
-            settings(export.con, default_collation=""):
+            settings(export.con, **QUERY_SETTINGS):
         return _run_engine(export, cfg, null_clears, engine)
 
 
@@ -239,7 +241,7 @@ def explain(export, user_id: str, property: str, config=None, *, null_clears: bo
     con, events = _events_of(export)
     _register(con)
     sql = assignments_query(events, cfg, null_clears=null_clears, winners_only=False)
-    with duckdb_errors("running the lineage query failed", CmdsegError), settings(con, default_collation=""):
+    with duckdb_errors("running the lineage query failed", CmdsegError), settings(con, **QUERY_SETTINGS):
         return long_frame(con, f"SELECT * FROM ({sql}) WHERE user_id = ? AND property = ?",
                           [user_id, property])
 
