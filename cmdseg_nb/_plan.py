@@ -105,8 +105,10 @@ def _payload(table, ttype: str) -> list[str]:
 
 def _resolve_path(path: str, table, ttype: str) -> Src:
     from ._mappingkit import _path_keys
-    keys = _path_keys(path[2:] if path.startswith("$.") else path[1:] if path.startswith("$") else path)
-    if not path.startswith("$") or keys is None:
+    # mapping-kit reads ``path.replace("$.", "")``: "$.a" is the key "a", but "$a" and "$" are
+    # the keys "$a" and "$" (not planned)
+    keys = _path_keys(path[2:]) if path.startswith("$.") else None
+    if keys is None:
         raise Unplannable(f"path {path!r}")
     head = keys[0]
     if head in ("traits", "properties"):
@@ -162,7 +164,7 @@ def _value_src(v: Any, table, ttype: str) -> Src:
 def _table_mapping(mi: int, m, table, ttype: str, trigger: str, null_clears: bool) -> TableMapping:
     data = m.data
     slots: list[Slot] = []
-    if isinstance(data, dict) and set(data) == {"@path"} and data["@path"] in ("$.", "$"):
+    if isinstance(data, dict) and set(data) == {"@path"} and data["@path"] == "$.":
         # the whole event: traits (identify/group) become properties; no user_property keys
         uid = Src("field", "user_id")
         if ttype in ("identify", "group"):

@@ -102,7 +102,8 @@ def _analyse(cfg) -> list[dict]:
         ast = parse_fql(m.trigger)
         _trigger_keys(ast, tkeys)
         keys |= tkeys
-        whole = isinstance(m.data, dict) and set(m.data) == {"@path"} and m.data["@path"] in ("$.", "$")
+        # "$." is the whole event; "$" is the key "$" (mapping-kit replaces the first "$.")
+        whole = isinstance(m.data, dict) and set(m.data) == {"@path"} and m.data["@path"] == "$."
         if whole:
             keys |= {"userId", "traits", "user_property_event"}
         else:
@@ -245,8 +246,9 @@ def _lean_sql(files: list[str], ms: list[dict], keep_unmatched: str | None) -> s
         out.append(f"CASE WHEN {wf} AND starts_with(CAST({tr} AS VARCHAR), '{{') THEN {tr} END AS traits")
         out.append(f"CASE WHEN {wf} THEN {x('user_property_event')} END AS upe")
         # top-level user_property.* keys are rare: the whole line is kept only when its text
-        # holds the prefix
-        out.append(f"CASE WHEN {wf} AND contains(line, '\"user_property.') THEN CAST(line AS JSON) END AS uprops")
+        # holds the prefix, or any \u escape (that may spell the key: "user_propert\u0079.x")
+        out.append(f"CASE WHEN {wf} AND (contains(line, '\"{_receiver.PREFIX}') OR contains(line, '\\u')) "
+                   f"THEN CAST(line AS JSON) END AS uprops")
     for m in ms:
         for kind, col, sql, _prop in ([] if m["whole"] else m["src"]):
             out.append(f"CASE WHEN m{m['i']} THEN CAST({direct(sql, m, False)} AS JSON) END AS {col}")
@@ -488,7 +490,8 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         try:
             _without_filter_pushdown(
                 con, f"CREATE OR REPLACE TEMP TABLE {lean} AS {_lean_sql(files, ms, _possible_types(ms))}")
-        except duckdb.IOException as exc:  # e.g. a truncated gzip stream
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            # a truncated gzip stream; a first line that is not JSON, so no format is detected
             raise ExportError(f"cannot read the raw event files: {exc} (a truncated or corrupt "
                               f"file?)") from exc
         bad = dict(con.execute(f"SELECT _f, count(*) FROM {lean} WHERE h IS NULL GROUP BY _f").fetchall())
