@@ -106,3 +106,15 @@ def test_string_equality_whatever_the_escapes(ast):
     got = [v for _, v in con.execute(f"SELECT i, {fql_to_sql(ast, 'j')} FROM ev ORDER BY i").fetchall()]
     assert got == [fql_matches(ast, json.loads(t)) for t in ESCAPED]
     assert sum(got) in (1, 2, 4, 5)  # each literal matches some rows and misses others
+
+
+@pytest.mark.parametrize("op", ["=", "!="])
+def test_a_literal_that_is_not_valid_unicode_equals_nothing(op):
+    """An AST (not FQL text: the lexer makes lone surrogates U+FFFD) may carry a lone surrogate;
+    DuckDB holds no such text, so ``=`` is false and ``!=`` true, as in ``fql_matches``."""
+    ast = {"type": "event", "operator": op, "value": "\ud800"}
+    con = duckdb.connect()
+    con.execute("CREATE TABLE ev (i INTEGER, j JSON)")
+    con.executemany("INSERT INTO ev VALUES (?, ?)", list(enumerate(ESCAPED)))
+    got = [v for _, v in con.execute(f"SELECT i, {fql_to_sql(ast, 'j')} FROM ev ORDER BY i").fetchall()]
+    assert got == [fql_matches(ast, json.loads(t)) for t in ESCAPED] == [op == "!="] * len(ESCAPED)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EXAMPLE, ROOT, RUDDER
 
-from cmdseg_nb import CmdsegError, CmdsegWarning, load_export, user_properties
+from cmdseg_nb import CmdsegError, CmdsegWarning, ExportError, load_export, user_properties
 from cmdseg_nb._plan import Unplannable, plan
 from cmdseg_nb._properties import PlanError, _config
 
@@ -414,6 +414,70 @@ def test_user_ids_differing_only_in_case_stay_apart_under_a_nocase_collation(tmp
     long = user_properties(export, engine=engine)
     assert list(long["user_id"]) == ["U1", "u1", "Élan", "élan"]
     assert con.execute("SELECT current_setting('default_collation')").fetchall() == [("nocase",)]
+
+
+@pytest.mark.parametrize("source", ["raw", "warehouse"])
+def test_a_callers_descending_default_order_changes_neither_winners_nor_row_order(tmp_path, source):
+    """``SET default_order = 'DESC'`` (and NULLs first) on the caller's connection would reverse
+    every ORDER BY without a direction: the rank of users, the which-value-wins order of events
+    at one instant, the result's order (found by a newcomer). Both engines ignore it and put
+    it back afterwards."""
+    import duckdb
+    con = duckdb.connect()
+    if source == "raw":
+        at = "2024-01-01T00:00:01Z"
+        events = [{"type": "identify", "userId": u, "messageId": f"{u}{i}", "timestamp": at,
+                   "originalTimestamp": f"2024-01-01T00:00:0{i}Z", "traits": {"plan": f"{u}-{i}"}}
+                  for u in ("b", "a") for i in (2, 1)]
+        src = _ndjson(tmp_path / "events.ndjson", events)
+    else:
+        src = RUDDER
+    export = load_export(src, con=con)
+    reference = user_properties(export, CUSTOM)  # the library's own defaults
+    con.execute("SET default_order = 'DESC'")
+    con.execute("SET default_null_order = 'NULLS_FIRST'")
+    long = same(export, CUSTOM)
+    pd.testing.assert_frame_equal(long, reference)
+    assert list(long["user_id"]) == sorted(long["user_id"])
+    if source == "raw":  # same time: the later originalTimestamp wins
+        assert dict(zip(long["user_id"], long["value"])) == {"a": '"a-2"', "b": '"b-2"'}
+    assert con.execute("SELECT current_setting('default_order'), current_setting('default_null_order')"
+                       ).fetchall() == [("DESC", "NULLS_FIRST")]
+
+
+def test_raw_user_property_key_spelled_with_escapes(tmp_path):
+    """The raw path keeps a line's top-level ``user_property.*`` keys only when its text may
+    spell one: the prefix, or a ``\\u`` escape (found by a newcomer)."""
+    lines = ['{"type":"identify","userId":"u1","messageId":"a","timestamp":"2024-01-01T00:00:01Z",'
+             '"user_propert\\u0079.tier":"gold","user_property\\u002eseats":3}']
+    export = load_export(_ndjson(tmp_path / "events.ndjson", lines))
+    long = same(export, None)
+    assert dict(zip(long["property"], long["value"])) == {"seats": "3", "tier": '"gold"'}
+
+
+@pytest.mark.parametrize("source", ["raw", "warehouse"])
+def test_path_dollar_alone_reads_the_key_dollar_not_the_whole_event(tmp_path, source):
+    """mapping-kit reads ``{"@path": "$"}`` as the key ``"$"`` (it strips the first ``"$."``):
+    no user id, nothing recorded. Only ``"$."`` is the whole event (found by a newcomer)."""
+    if source == "raw":
+        src = _ndjson(tmp_path / "events.ndjson", [
+            {"type": "identify", "userId": "u1", "messageId": "a", "traits": {"plan": "pro"}}])
+    else:
+        src = RUDDER
+    export = load_export(src)
+    cfg = [{"name": "W", "trigger": 'type = "identify"', "data": {"@path": "$"}}]
+    long = user_properties(export, cfg)
+    pd.testing.assert_frame_equal(long, user_properties(export, cfg, engine="generic"))
+    assert len(long) == 0 and long.attrs["skipped"]["no_user_id"] > 0
+    assert len(user_properties(export, [{**cfg[0], "data": {"@path": "$."}}])) > 0
+
+
+@pytest.mark.parametrize("engine", ["plan", "generic"])
+def test_raw_file_whose_first_line_is_not_json_is_an_export_error(tmp_path, engine):
+    path = tmp_path / "events.ndjson"
+    path.write_text('not json\n{"type":"identify","userId":"u1","traits":{"a":1}}\n', encoding="utf-8")
+    with pytest.raises(ExportError, match="events.ndjson|not JSON|JSON"):
+        user_properties(load_export(path), engine=engine)
 
 
 def test_settings_are_put_back_when_the_block_fails():
