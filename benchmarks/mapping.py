@@ -17,9 +17,9 @@ RSS, ``ru_maxrss``, is its own):
 * DuckDB's bare read of the NDJSON.gz files (``read_json`` of every record, all columns);
 * a naive pandas row loop (default mapping, Parquet), for sizes up to ``--naive-up-to``.
 
-Before a size's cases run, every file they read is read once, so that no case pays for
-reading the files from disk while another finds them in the page cache (the first case of a
-size otherwise ran cold: 20M Parquet, default mapping, 9.5 s cold against 3.5-4 s warm).
+Before a size's cases run, every data file they read is read once into the page cache, so
+that the first case does not read them from disk alone (20M Parquet, default mapping: 9.5 s cold
+against 3.5-4 s warm). It does not keep them there, nor warm the libraries' own files.
 cmdseg_nb's modules are byte-compiled first (``compileall``), as ``pip install`` does: from an
 editable install under ``PYTHONDONTWRITEBYTECODE=1`` every child would otherwise compile them
 from source (about 30 ms of each child's time), while pandas and DuckDB come precompiled.
@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         child(json.loads(args.child))
         return 0
     import compileall
-    compileall.compile_dir(str(HERE.parent / "cmdseg_nb"), quiet=1)
+    if not compileall.compile_dir(str(HERE.parent / "cmdseg_nb"), quiet=1):
+        print("warning: cmdseg_nb could not be byte-compiled; each child compiles it", file=sys.stderr)
     for size in args.sizes.split(","):
         folder = Path(args.data) / size
         if not folder.exists():
