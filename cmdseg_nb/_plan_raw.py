@@ -22,8 +22,8 @@ Which value wins, by candidates (no per-instant ranks, no UPDATE):
    name) with their two latest k (``max(k, 2)``, one per row and mapping) and the latest row's
    message id and mapping: a group whose latest k is one row's, for a name no other source sets
    (for any user), is settled, and that row is its result (1M generated events: 413,262 of
-   413,298 groups; the candidates drop from 439K events to 46K). ``W`` is the set of (user, k) pairs that are one of
-   the other maxima.
+   413,298 groups; the candidates drop from 439K events to 46K). ``W`` is the set of (user, k)
+   pairs that are one of the other maxima.
 3. The candidates ``C`` are the de-duplicated matched events whose (user, k) is in ``W`` (a
    join), ranked once per user by the full order: k, originalTimestamp, receivedAt, message id,
    event hash (``r``). From here on a user is named by ``uo``, the rank of its id, so that
@@ -57,7 +57,7 @@ _TRIGGER_KEYS = {"event-type": "type", "event": "event", "name": "name", "userId
                  "event-property": "properties", "event-trait": "traits", "event-context": "context"}
 _TEMP = ("cmdseg_raw_lean", "cmdseg_raw_special", "cmdseg_raw_hash", "cmdseg_raw_md5", "cmdseg_raw_static",
          "cmdseg_raw_groups", "cmdseg_raw_keys", "cmdseg_raw_users", "cmdseg_raw_win", "cmdseg_raw_cand")
-_TIE_ORDER = ("k, ok, rk, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
+_TIE_ORDER = ("k ASC, ok ASC, rk ASC, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 #: placeholder for the event in compiled triggers and mapping data: a quote inside, so that no
 #: SQL literal holds it as such (quotes in literals are doubled)
 _PH = "cmdseg'ev"
@@ -448,7 +448,8 @@ def _assignments_sql(ms: list[dict], null_clears: bool, cand: str, groups: str) 
                              f"FROM {cand} AS c WHERE {f} AND {_event_name_ok(col)} AND EXISTS (SELECT 1 FROM {groups} "
                              f"AS g WHERE NOT g.settled AND g.uid = c.uid AND g.property = (c.{col} ->> '$'))")
     if not parts:
-        return "SELECT CAST(NULL AS BIGINT) AS uo, CAST(NULL AS VARCHAR) AS property, CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false"
+        return ("SELECT CAST(NULL AS BIGINT) AS uo, CAST(NULL AS VARCHAR) AS property, "
+                "CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false")
     return " UNION ALL ".join(parts)
 
 
@@ -554,7 +555,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # integer instead of the id's text
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {keys} AS SELECT DISTINCT uid, k FROM (
             SELECT uid, k FROM {p1} UNION ALL SELECT uid, k2[1] FROM {groups} WHERE NOT settled)""")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {users} AS SELECT uid, row_number() OVER (ORDER BY uid) AS uo "
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {users} AS SELECT uid, row_number() OVER (ORDER BY uid ASC) AS uo "
                     f"FROM (SELECT uid FROM {keys} UNION SELECT uid FROM {groups} WHERE settled)")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT w.uid, w.k, u.uo FROM {keys} AS w "
                     f"JOIN {users} AS u ON u.uid = w.uid")
@@ -585,7 +586,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                   UNION ALL
                   SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.m.message_id, g.k2[1], g.m.mi, 3
                   FROM {groups} AS g JOIN {users} AS u ON u.uid = g.uid WHERE g.settled)
-            ORDER BY uo, property"""
+            ORDER BY uo ASC, property ASC"""
         df = long_frame(con, sql)
         vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
     tot = [sum(int(v or 0) for v in vals[j::4]) for j in range(4)]

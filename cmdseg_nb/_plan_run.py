@@ -48,7 +48,7 @@ __all__ = ["run"]
 _log = logging.getLogger(__name__)
 
 #: The rest of the order, for events sharing ``k`` (ascending: the last one wins).
-_RANK_ORDER = ("k, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
+_RANK_ORDER = ("k ASC, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
                "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 
 # A (user, event name) group is settled by its aggregation when one row holds its latest k
@@ -617,7 +617,7 @@ class _Run:
         """``table``: the distinct non-NULL ``col`` values of ``sources`` with ``rank``, their
         position in ``col`` order."""
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                         f"SELECT {col}, row_number() OVER (ORDER BY {col}) AS {rank} FROM "
+                         f"SELECT {col}, row_number() OVER (ORDER BY {col} ASC) AS {rank} FROM "
                          f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
 
     def unsettled(self) -> int:
@@ -723,4 +723,4 @@ def winners_sql(p: Plan, direct: list[str], contested: list[str], users: str, pr
                   FROM ({" UNION ALL ".join(contested)}) GROUP BY uid, property)""")
     union = " UNION ALL ".join(f"({x})" for x in parts)
     return (f"SELECT w.* FROM ({union}) AS w JOIN {users} AS o ON o.uid = w.user_id "
-            f"JOIN {props} AS n ON n.property = w.property ORDER BY o.uo, n.po")
+            f"JOIN {props} AS n ON n.property = w.property ORDER BY o.uo ASC, n.po ASC")
