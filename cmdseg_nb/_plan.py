@@ -332,6 +332,15 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
 #: its rows (one element, or two different ones): one row holds the latest time and wins
 SETTLED = "(len(k2) = 1 OR k2[1] > k2[2])"
 
+def rank_table_sql(table: str, col: str, rank: str, sources: list[str]) -> str:
+    """SQL creating the temporary ``table``: the distinct non-NULL ``col`` values of the
+    SELECTs ``sources`` with ``rank``, their position in ``col`` order (an integer to group,
+    join and sort on instead of the text)."""
+    return (f"CREATE OR REPLACE TEMP TABLE {table} AS "
+            f"SELECT {col}, row_number() OVER (ORDER BY {col} ASC) AS {rank} FROM "
+            f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
+
+
 #: Which-value-wins order, first part: an event time (TIMESTAMPTZ) as one BIGINT of
 #: microseconds. No time sorts below every time, -infinity just above it, infinity above every
 #: finite time (``epoch_us`` gives NULL for the infinities).

@@ -47,7 +47,7 @@ from . import _receiver
 from ._db import duckdb_errors, ident, json_path, scratch, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
-from ._plan import SETTLED, Unplannable, _names, key_sql, key_time_sql
+from ._plan import SETTLED, Unplannable, _names, key_sql, key_time_sql, rank_table_sql
 from ._warehouse import object_sql, scalar_text_sql
 
 __all__ = ["run"]
@@ -555,8 +555,8 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # integer instead of the id's text
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {keys} AS SELECT DISTINCT uid, k FROM (
             SELECT uid, k FROM {p1} UNION ALL SELECT uid, k2[1] FROM {groups} WHERE NOT settled)""")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {users} AS SELECT uid, row_number() OVER (ORDER BY uid ASC) AS uo "
-                    f"FROM (SELECT uid FROM {keys} UNION SELECT uid FROM {groups} WHERE settled)")
+        con.execute(rank_table_sql(users, "uid", "uo", [f"SELECT uid FROM {keys}",
+                                                         f"SELECT uid FROM {groups} WHERE settled"]))
         con.execute(f"CREATE OR REPLACE TEMP TABLE {win} AS SELECT w.uid, w.k, u.uo FROM {keys} AS w "
                     f"JOIN {users} AS u ON u.uid = w.uid")
         # the candidates: the events at some (user, k) of W, ranked once per user by the full order

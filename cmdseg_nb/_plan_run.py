@@ -40,7 +40,7 @@ from . import _receiver
 from ._db import duckdb_errors, ident, scratch, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
-from ._plan import _FLOAT, SETTLED, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan
+from ._plan import _FLOAT, SETTLED, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan, rank_table_sql
 from ._warehouse import holds_json_sql, json_value_sql, per_event_tables
 
 __all__ = ["run"]
@@ -51,9 +51,6 @@ _log = logging.getLogger(__name__)
 _RANK_ORDER = ("k ASC, original_timestamp ASC NULLS FIRST, received_at ASC NULLS FIRST, "
                "message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 
-# A (user, event name) group is settled by its aggregation when one row holds its latest k
-# (``_plan.SETTLED``: 0.4-0.5 s less at 5M events than a HUGEINT of k and an id hash, max and min).
-_SETTLED = SETTLED
 
 
 def _collisions(con, s: dict, dyn: str) -> set[str]:
@@ -543,7 +540,7 @@ class _Run:
     def latest_dynamic(self) -> None:
         """Per (user, event name), over every matched row with a flag for the special ones: the
         latest k of the rows seen once, the message id there, and whether it is settled. It is
-        not when two rows share that k (``_SETTLED``),
+        not when two rows share that k (``_plan.SETTLED``),
         when a special row is as late, or when the name is also set by another slot: those
         groups (table ``<dyn>_<mi>_r``) are settled among the candidates, the others need
         nothing more."""
@@ -566,7 +563,7 @@ class _Run:
         for mi, *_x in self.s["dynamic"]:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {dyn}_{mi}_r AS
                 SELECT uid, property, k FROM {dyn}_{mi} WHERE property IS NOT NULL
-                AND (k IS NULL OR NOT ({_SETTLED}) OR ks >= k OR {names_in})""")
+                AND (k IS NULL OR NOT ({SETTLED}) OR ks >= k OR {names_in})""")
 
     def candidates(self) -> None:
         """One more scan: the rows at one of the maxima's (user, k), and the special rows,
@@ -614,11 +611,7 @@ class _Run:
         return self.users, self.props
 
     def _rank(self, table: str, col: str, rank: str, sources: list[str]) -> None:
-        """``table``: the distinct non-NULL ``col`` values of ``sources`` with ``rank``, their
-        position in ``col`` order."""
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                         f"SELECT {col}, row_number() OVER (ORDER BY {col} ASC) AS {rank} FROM "
-                         f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
+        self.con.execute(rank_table_sql(table, col, rank, sources))
 
     def unsettled(self) -> int:
         """(Without ``exact``.) The number of (user, static slot) pairs whose latest time
