@@ -17,10 +17,12 @@ EVENTS = [
 ]
 
 
-def sql_matches(trigger):
+def sql_matches(trigger, texts=None):
+    """``fql_to_sql(trigger)`` evaluated by DuckDB over the events' JSON texts (EVENTS by default)."""
+    texts = [json.dumps(e) for e in EVENTS] if texts is None else texts
     con = duckdb.connect()
     con.execute("CREATE TABLE ev (i INTEGER, j JSON)")
-    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, json.dumps(e)) for i, e in enumerate(EVENTS)])
+    con.executemany("INSERT INTO ev VALUES (?, ?)", list(enumerate(texts)))
     return [v for _, v in con.execute(f"SELECT i, {fql_to_sql(trigger, 'j')} FROM ev ORDER BY i").fetchall()]
 
 
@@ -100,10 +102,7 @@ ESCAPED = [  # JSON text as a sender may write it: escapes the JSON writer would
 def test_string_equality_whatever_the_escapes(ast):
     """``=`` compares JSON text written by DuckDB's writer on both sides: equal strings match
     whichever escapes the event used, and numbers, arrays, objects and null never equal a string."""
-    con = duckdb.connect()
-    con.execute("CREATE TABLE ev (i INTEGER, j JSON)")
-    con.executemany("INSERT INTO ev VALUES (?, ?)", list(enumerate(ESCAPED)))
-    got = [v for _, v in con.execute(f"SELECT i, {fql_to_sql(ast, 'j')} FROM ev ORDER BY i").fetchall()]
+    got = sql_matches(ast, ESCAPED)
     assert got == [fql_matches(ast, json.loads(t)) for t in ESCAPED]
     assert sum(got) in (1, 2, 4, 5)  # each literal matches some rows and misses others
 
@@ -113,8 +112,5 @@ def test_a_literal_that_is_not_valid_unicode_equals_nothing(op):
     """An AST (not FQL text: the lexer makes lone surrogates U+FFFD) may carry a lone surrogate;
     DuckDB holds no such text, so ``=`` is false and ``!=`` true, as in ``fql_matches``."""
     ast = {"type": "event", "operator": op, "value": "\ud800"}
-    con = duckdb.connect()
-    con.execute("CREATE TABLE ev (i INTEGER, j JSON)")
-    con.executemany("INSERT INTO ev VALUES (?, ?)", list(enumerate(ESCAPED)))
-    got = [v for _, v in con.execute(f"SELECT i, {fql_to_sql(ast, 'j')} FROM ev ORDER BY i").fetchall()]
+    got = sql_matches(ast, ESCAPED)
     assert got == [fql_matches(ast, json.loads(t)) for t in ESCAPED] == [op == "!="] * len(ESCAPED)
