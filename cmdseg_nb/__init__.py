@@ -18,7 +18,8 @@ from ._errors import (
     SendError,
     TransportError,
 )
-from ._load import Export, LoadReport, load_export
+from ._export import Export, LoadReport
+from ._load import load_export
 from ._properties import PlanError, explain, to_wide, user_properties
 
 if _TYPE_CHECKING:  # imported on first use (PEP 562): the sender's HTTP stack, sqlglot, widgets

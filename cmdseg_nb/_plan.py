@@ -287,7 +287,7 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
     Unplannable
         When the generic path is needed (the message says why).
     """
-    from ._load import table_selects
+    from ._selects import table_selects
     if export.raw_files:
         raise Unplannable("raw event files (only warehouse tables are planned)")
     tables = [t for t in export.tables if t.event_type is not None]

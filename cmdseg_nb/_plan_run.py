@@ -310,7 +310,7 @@ def slots_of(p: Plan) -> dict:
 
 def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str]:
     """Rebuilt-event selects (with ``event_json``) of ``tables``; ``tracks`` keeps the twin filter."""
-    from ._load import table_selects
+    from ._selects import table_selects
     by_name = {t.name: t for t in export.tables if t.event_type is not None}
     pt = {tp.name: tp.columns for tp in p.tables}
     out = {}
@@ -348,7 +348,7 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
     CmdsegError
         When DuckDB fails to run a query (the message names the step).
     """
-    from ._load import table_selects
+    from ._selects import table_selects
     p = plan(export, config, null_clears=null_clears)
     con = export.con
     if not any(tp.mappings for tp in p.tables):
@@ -378,7 +378,7 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
 def _per_event_twins(export) -> tuple[str, str, str] | None:
     """``_load._twin_filters`` over the export's per-event tables (lean selects); None when
     there are none."""
-    from ._load import _twin_filters, table_selects
+    from ._selects import _twin_filters, table_selects
     per_event = per_event_tables(export.tables)
     if not per_event:
         return None

@@ -109,7 +109,7 @@ def assignments_query(events: str, config, *, null_clears: bool = True, winners_
 
 
 def _events_of(export) -> tuple[duckdb.DuckDBPyConnection, str]:
-    from ._load import Export
+    from ._export import Export
     if not isinstance(export, Export):
         raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
     return export.con, ident(export.table)
@@ -188,7 +188,7 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     cfg = _config(config)
     if engine not in ("auto", "plan", "generic"):
         raise ValueError(f"engine must be 'auto', 'plan' or 'generic', got {engine!r}")
-    from ._load import Export
+    from ._export import Export
     if not isinstance(export, Export):
         raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
     # the caller's collation and sort defaults do not apply (_db.QUERY_SETTINGS). DuckDB errors

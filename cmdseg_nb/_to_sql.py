@@ -61,7 +61,7 @@ class _Schema:
 
 
 def _tables(schema, qualify: str | None) -> list[_Table]:
-    from ._load import Export
+    from ._export import Export
     out = []
     if isinstance(schema, Export):
         items = [(t.name, t.columns, t.types) for t in schema.tables]
