@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmdseg_nb._errors import CmdsegWarning, MessageError
-from cmdseg_nb._messages import MAX_MESSAGE_BYTES, identify_frame, prepare, track_frame
+from cmdseg_nb._layout import MAX_MESSAGE_BYTES
+from cmdseg_nb._messages import identify_frame, prepare, track_frame
 
 
 def strict_loads(body: bytes):
@@ -454,7 +455,7 @@ def test_derived_ids_match_the_public_derivation():
 
 # -- the column-wise fast path makes the same bytes as the general path -------------------------
 def prepare_both(df, **kw):
-    from cmdseg_nb import _messages as m
+    from cmdseg_nb import _preparer as m
 
     fast = prepare(df, **kw)
     original = m.Preparer.__init__
@@ -503,7 +504,7 @@ def test_fast_path_bytes_equal_general_path(data, names):
 
 
 def test_fast_path_is_taken_for_plain_tracks(monkeypatch):
-    from cmdseg_nb import _messages as m
+    from cmdseg_nb import _preparer as m
 
     calls = []
     real = m.track_canonicals
