@@ -1,4 +1,4 @@
-"""Canonical JSON of flat track rows, built column by column (the fast path of ``_messages``).
+"""Canonical JSON of flat track rows, built column by column (the fast path of ``_preparer``).
 
 ::
 
