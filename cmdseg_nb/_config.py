@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import MappingError
-from ._fql import parse_fql
+from ._fql_parse import parse_fql
 from ._mappingkit import validate_mapping
 
 __all__ = ["Mapping", "MappingConfig", "MAX_MAPPINGS", "DEFAULT_DATA"]

@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 from ._errors import MappingError
-from ._fql import (
+from ._jsvalue import (
     _ID,
     _ID_LOCK,
     _NUM_TYPES,

@@ -143,7 +143,7 @@ def _value_src(v: Any, table, ttype: str) -> Src:
         return _resolve_path(v["@path"], table, ttype)
     if (isinstance(v, dict) and len(v) == 1 and isinstance(v.get("@if"), dict)
             and set(v["@if"]) <= {"exists", "then", "else"} and "exists" in v["@if"]):
-        from ._fql import js_falsy
+        from ._jsvalue import js_falsy
         o = v["@if"]
         cond = _value_src(o["exists"], table, ttype)
         if cond.kind == "if":
@@ -221,7 +221,8 @@ def _trigger_fields(node: dict, out: set) -> None:
 
 def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
     """SQL predicate of the trigger on this table's select, or None when it never matches."""
-    from ._fql import fql_matches, parse_fql
+    from ._fql import fql_matches
+    from ._fql_parse import parse_fql
     ast = parse_fql(m.trigger)
     fields: set = set()
     _trigger_fields(ast, fields)
@@ -260,7 +261,8 @@ def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
 
 def _static_trigger(node: dict, ttype: str, col: str) -> str:
     """Portable SQL of a trigger over ``type`` (static per table) and one text column."""
-    from ._fql import fql_matches, js_string
+    from ._fql import fql_matches
+    from ._jsvalue import js_string
     if node.get("type") == "group":
         kids = [_static_trigger(c, ttype, col) for c in node["children"]]
         op = {"and": " AND ", "or": " OR "}.get(node["operator"])

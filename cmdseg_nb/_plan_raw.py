@@ -94,7 +94,7 @@ def _trigger_keys(node: dict, out: set) -> None:
 
 
 def _analyse(cfg) -> list[dict]:
-    from ._fql import parse_fql
+    from ._fql_parse import parse_fql
     out = []
     for i, m in enumerate(cfg.mappings):
         keys: set = {"type"}
@@ -155,7 +155,7 @@ def _direct(sql: str, x) -> str:
 def _value_sql(value) -> str:
     """SQL (JSON; SQL NULL when missing) of one value of a mapping's data object, over the
     placeholder event: the expression ``mapping_to_sql`` builds for that key."""
-    from ._fql import _ID_LOCK
+    from ._jsvalue import _ID_LOCK
     from ._mappingkit import _Compiler
     with _ID_LOCK:
         return _Compiler().c(value, _PH, True)

@@ -9,6 +9,9 @@ after answering (stale for the client's next request); ``flaky=`` makes a share 
 fail transiently at random. ``python -m cmdseg_nb.testing`` serves one in its own process
 (benchmarks), with counts at ``GET /_local/stats``. Nothing in the package imports this module
 except the CLI demo.
+
+The HTTP request handler and :class:`ReceivedRequest` (the record it keeps of each request)
+are in :mod:`cmdseg_nb._local_segment_http`; both names stay importable from here.
 """
 from __future__ import annotations
 
@@ -21,22 +24,25 @@ import random
 import re
 import socket
 import threading
-import time
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
+from ._local_segment_http import (
+    _SINGLE,
+    _TYPES,
+    MAX_BODY_BYTES,
+    ReceivedRequest,
+    _Handler,
+    _Rejected,
+)
+
 __all__ = ["LocalSegment", "ReceivedRequest", "Reply"]
 
-MAX_BODY_BYTES = 500_000  # Segment: 500 KB per request (uncompressed)
 MAX_MESSAGE_BYTES = 32_768  # Segment: 32 KB per message
 MAX_MESSAGES = 2_500  # Segment: messages per batch (Segment itself answers 200 and drops them)
-MAX_WIRE_BYTES = 8_000_000  # refuse to read bigger request bodies at all
 MAX_DELAY = 60.0
-_TYPES = {"identify", "track", "page", "screen", "group", "alias"}
-_SINGLE = {f"/v1/{t}": t for t in _TYPES}
 _MESSAGE_ID = re.compile(rb'"messageId"\s*:\s*"([^"\\]*)"')  # record="scan"
 _API_HOSTS = {"us": "api.segment.io/v1", "eu": "events.eu1.segmentapis.com/v1"}
 
@@ -79,58 +85,6 @@ class Reply:
         """Store the batch, then answer only after ``delay`` seconds (set the client's timeout
         below it): the client sees a timeout although the server has the messages."""
         return cls(200, delay=delay, store=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReceivedRequest:
-    """One request as LocalSegment saw it.
-
-    Attributes
-    ----------
-    path : str
-    status : int
-        Status answered (0 when the connection was dropped on purpose).
-    body : bytes
-        Request body after gunzip (the exact JSON bytes the client built).
-    gzip : bool
-        Whether it came with ``Content-Encoding: gzip``.
-    wire_bytes : int
-        Body size on the wire.
-    message_count : int
-        Messages in the batch (0 when unreadable).
-    received_at : float
-        ``time.monotonic()`` when the request arrived.
-    error : str | None
-        Why it was rejected.
-    """
-
-    path: str
-    status: int
-    body: bytes
-    gzip: bool
-    wire_bytes: int
-    message_count: int
-    received_at: float
-    error: str | None = None
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _gunzip(raw: bytes) -> bytes:
-    """Decompress at most MAX_BODY_BYTES + 1 bytes (a larger body is over the limit anyway)."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, MAX_BODY_BYTES + 1)
-    except zlib.error as exc:
-        raise _Rejected(400, f"Invalid gzip body: {exc}") from None
-    if len(out) > MAX_BODY_BYTES:
-        raise _Rejected(400, "Exceed payload limit")
-    return out
 
 
 class LocalSegment:
@@ -416,109 +370,6 @@ class LocalSegment:
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(min(seconds, MAX_DELAY))
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    segment: LocalSegment  # set on the subclass made by LocalSegment.start
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # No Nagle delay: the status line and the body are separate writes, and Nagle plus the
-        # client's delayed ACK would hold every answer back ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.segment._lock:
-            self.segment._sockets.add(self.connection)
-
-    def finish(self) -> None:
-        with self.segment._lock:
-            self.segment._sockets.discard(self.connection)
-        super().finish()
-
-    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-            self.close_connection = True
-
-    def do_GET(self) -> None:
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if parts == ["_local", "stats"]:
-            self._answer(200, orjson.dumps(self.segment.stats()))
-            return
-        if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "settings":
-            status, body = self.segment._settings(parts[2])
-        else:
-            status, body = 404, orjson.dumps({"message": "Not Found"})
-        self._answer(status, body)
-
-    def do_POST(self) -> None:
-        seg = self.segment
-        arrived = time.monotonic()
-        path = self.path.split("?")[0].rstrip("/")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_WIRE_BYTES:
-            self.close_connection = True
-            self._answer(413, orjson.dumps({"message": "Request body too large"}))
-            return
-        raw = self.rfile.read(length) if length else b""
-        if path != "/v1/batch" and path not in _SINGLE:
-            self._answer(404, orjson.dumps({"message": "Not Found"}))
-            return
-        gz = "gzip" in (self.headers.get("Content-Encoding") or "").lower()
-        reply = None
-        body = raw
-        status, message, messages, count = 200, None, None, 0
-        try:
-            if gz:
-                body = _gunzip(raw)
-            messages = seg._check(path, body, self.headers.get("Authorization"))
-            count = len(messages)
-        except _Rejected as exc:
-            status, message = exc.status, exc.message
-        if status == 200:
-            reply = seg._next_reply()  # scripts apply to well-formed requests only
-        if reply is not None:
-            status = 0 if reply.disconnect else reply.status
-            message = reply.message or ("" if status < 300 else f"scripted {status}")
-            keep = reply.store if reply.store is not None else 200 <= status < 300
-            if not keep:
-                messages = None
-        elif status != 200:
-            messages = None
-        seg._record(
-            ReceivedRequest(path, status, body, gz, len(raw), count, arrived,
-                            None if status in (200, 0) else message),
-            messages,
-        )
-        if reply is not None:
-            seg._wait(reply.delay)
-        if status == 0:
-            self.close_connection = True  # drop it without an answer
-            return
-        headers = {}
-        if reply is not None and reply.retry_after is not None:
-            headers["Retry-After"] = f"{reply.retry_after:g}"
-        if 200 <= status < 300:
-            self._answer(status, orjson.dumps({"success": True}), headers)
-        else:
-            self._answer(status, orjson.dumps({"success": False, "message": message}), headers)
-        if reply is not None and reply.close_after:
-            # Close without a "Connection: close" header: the client still thinks it is alive.
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def main(argv: list[str] | None = None) -> None:

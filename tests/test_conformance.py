@@ -20,7 +20,8 @@ import duckdb
 import pytest
 
 from cmdseg_nb._errors import MappingError
-from cmdseg_nb._fql import fql_matches, fql_to_sql, parse_fql
+from cmdseg_nb._fql import fql_matches, fql_to_sql
+from cmdseg_nb._fql_parse import parse_fql
 from cmdseg_nb._mappingkit import UNDEFINED, js_stringify, mapping_to_sql, register_udfs, transform, validate_mapping
 
 sys.path.insert(0, str(Path(__file__).parent / "conformance"))

@@ -7,7 +7,8 @@ import duckdb
 import pytest
 
 from cmdseg_nb._errors import MappingError
-from cmdseg_nb._fql import fql_matches, fql_to_sql, parse_fql
+from cmdseg_nb._fql import fql_matches, fql_to_sql
+from cmdseg_nb._fql_parse import parse_fql
 
 EVENTS = [
     {"type": "identify", "userId": "u1", "traits": {"plan": "team", "n": 5, "z": 0, "flag": True}},
