@@ -19,7 +19,7 @@ from typing import Any
 
 from ._errors import MappingError
 from ._fql_parse import parse_fql
-from ._mappingkit import validate_mapping
+from ._mappingkit_validate import validate_mapping
 
 __all__ = ["Mapping", "MappingConfig", "MAX_MAPPINGS", "DEFAULT_DATA"]
 
@@ -66,7 +66,7 @@ class MappingConfig:
         On construction, naming the mapping and the JSON path: not a list, more than 5
         mappings, a mapping that is not an object or has unknown keys, a missing/empty/duplicate
         name, a trigger that is not a string or does not parse, and every data mistake
-        :func:`cmdseg_nb._mappingkit.validate_mapping` reports.
+        :func:`cmdseg_nb._mappingkit_validate.validate_mapping` reports.
     """
 
     __slots__ = ("_mappings",)

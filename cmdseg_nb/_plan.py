@@ -104,7 +104,7 @@ def _payload(table, ttype: str) -> list[str]:
 
 
 def _resolve_path(path: str, table, ttype: str) -> Src:
-    from ._mappingkit import _path_keys
+    from ._mappingkit_transform import _path_keys
     # mapping-kit reads ``path.replace("$.", "")``: "$.a" is the key "a", but "$a" and "$" are
     # the keys "$a" and "$" (not planned)
     keys = _path_keys(path[2:]) if path.startswith("$.") else None

@@ -74,7 +74,7 @@ def _keys_of_data(data, out: set) -> bool:
         if d not in _SIMPLE:
             return False
         if d == "@path":
-            from ._mappingkit import _path_keys
+            from ._mappingkit_transform import _path_keys
             path = data[d]
             if not isinstance(path, str):
                 return False
@@ -168,7 +168,7 @@ def _sources(ms: list[dict]) -> None:
     (``user_property_event``), ``empty`` (the bare ``user_property.`` key, only counted),
     ``uprops`` (the whole event's top-level keys). A data object naming the user by a
     ``userId`` key is a plain object (``_analyse``): its keys are the received object's keys."""
-    from ._mappingkit import _is_directive, validate_mapping
+    from ._mappingkit_validate import _is_directive, validate_mapping
     for m in ms:
         i = m["i"]
         if m["whole"]:

@@ -1,7 +1,8 @@
 """The same rules in plain Python for one event: previews, and the second implementation in tests.
 
 :func:`preview` runs triggers (``_fql.fql_matches``), the mapping-kit data field
-(``_mappingkit.transform``) and the receiver rules (``_receiver.receive``) on one Segment event.
+(``_mappingkit_transform.transform``) and the receiver rules (``_receiver.receive``) on one
+Segment event.
 :func:`reference_user_properties` applies them to a list of events with the same "which value
 wins" order as the SQL path; tests compare the two on every input.
 """
@@ -74,7 +75,7 @@ def preview(event: dict, config=None, *, null_clears: bool = True) -> list[Mappi
         When the configuration is invalid.
     """
     from ._fql import fql_matches
-    from ._mappingkit import transform
+    from ._mappingkit_transform import transform
 
     out = []
     for m in _config(config).mappings:

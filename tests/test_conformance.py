@@ -22,7 +22,10 @@ import pytest
 from cmdseg_nb._errors import MappingError
 from cmdseg_nb._fql import fql_matches, fql_to_sql
 from cmdseg_nb._fql_parse import parse_fql
-from cmdseg_nb._mappingkit import UNDEFINED, js_stringify, mapping_to_sql, register_udfs, transform, validate_mapping
+from cmdseg_nb._jsvalue import UNDEFINED
+from cmdseg_nb._mappingkit import mapping_to_sql, register_udfs
+from cmdseg_nb._mappingkit_transform import js_stringify, transform
+from cmdseg_nb._mappingkit_validate import validate_mapping
 
 sys.path.insert(0, str(Path(__file__).parent / "conformance"))
 import gen  # noqa: E402
