@@ -327,7 +327,7 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared with the queries (_plan_run, _plan_raw)
+# Shared with the queries (_plan_cells, _plan_run, _plan_raw_compile, _plan_raw)
 
 
 #: SQL: a ``user_property_event`` group is settled by ``k2 = max(k, 2)``, the two largest k of

@@ -28,7 +28,9 @@ long table with few passes over the files and no sort of all events:
 
 The steps run in one transaction of their own (``_db.scratch``: no checkpoint of temporary
 tables dropped a moment later; inside the caller's transaction when one is open). Pure SQL
-generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`.
+generation, run by :func:`run`; the analysis is :mod:`cmdseg_nb._plan`, the SQL of cells,
+receiver rules and slots :mod:`cmdseg_nb._plan_cells`, the de-duplication of the special rows
+and the ``tracks`` twin filter :mod:`cmdseg_nb._plan_dedupe`.
 """
 from __future__ import annotations
 
@@ -36,12 +38,23 @@ import logging
 
 import pandas as pd
 
-from . import _receiver
 from ._db import duckdb_errors, ident, scratch, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
-from ._plan import _FLOAT, SETTLED, Plan, Src, _leaves, _names, key_sql, key_time_sql, plan, rank_table_sql
-from ._warehouse import holds_json_sql, json_value_sql, per_event_tables
+from ._plan import SETTLED, Plan, _names, key_time_sql, plan, rank_table_sql
+from ._plan_cells import (
+    _alias,
+    _cell,
+    _counts,
+    _in_tables,
+    _lean_selects,
+    _matched,
+    _to_json,
+    _union,
+    _value_type,
+    slots_of,
+)
+from ._plan_dedupe import _TEMP, _dedupe_special, _tracks_without_twins
 
 __all__ = ["run"]
 
@@ -70,267 +83,6 @@ def _collisions(con, s: dict, dyn: str) -> set[str]:
 
 def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join(sql_str(v) for v in values) + "]::VARCHAR[]"
-
-
-_TEMP = ("cmdseg_plan_dups", "cmdseg_plan_special_rows", "cmdseg_plan_hash_ids", "cmdseg_plan_slow",
-         "cmdseg_plan_agg", "cmdseg_plan_dyn", "cmdseg_plan_keys", "cmdseg_plan_cand",
-         "cmdseg_plan_win", "cmdseg_plan_users", "cmdseg_plan_props", "cmdseg_plan_tracks")
-
-
-# ---------------------------------------------------------------------------------------------
-# SQL of cells and receiver rules over a table's select
-
-
-def _cell(src: Src) -> str:
-    """SQL of the raw value (typed; JSON for ``if``) of a source in a table's select."""
-    if src.kind == "if":
-        c, a, b = src.parts
-        ja = _to_json(a, _cell(a)) if a.kind != "absent" else "NULL"
-        jb = _to_json(b, _cell(b)) if b.kind != "absent" else "NULL"
-        return (f"CASE WHEN {_present(c)} THEN CASE WHEN {_present(a)} THEN {ja} END "
-                f"ELSE CASE WHEN {_present(b)} THEN {jb} END END")
-    if src.kind == "col":
-        return ident(f"col:{src.dtype}:{src.name}")
-    if src.kind == "field":
-        return ident(src.name)
-    if src.kind == "lit":
-        return "NULL"
-    return "NULL"
-
-
-def _present(src: Src) -> str:
-    """SQL: the key is in the received object (not "not sent")."""
-    if src.kind == "absent":
-        return "FALSE"
-    if src.kind == "lit":
-        return "TRUE"
-    if src.kind == "if":
-        c, a, b = src.parts
-        return f"(CASE WHEN {_present(c)} THEN {_present(a)} ELSE {_present(b)} END)"
-    c = _cell(src)
-    if src.kind == "col" and src.dtype in _FLOAT:
-        return f"({c} IS NOT NULL AND isfinite({c}))"
-    return f"({c} IS NOT NULL)"
-
-
-def _to_json(src: Src, expr: str) -> str:
-    """SQL JSON of a (non-NULL) value of ``src`` held in ``expr``."""
-    if src.kind == "lit":
-        return f"CAST({sql_str(_receiver.json_text(src.value))} AS JSON)"
-    if src.kind == "field":
-        return f"to_json({expr})"
-    if src.kind == "if":
-        return expr
-    return json_value_sql("\0", src.dtype).replace(ident("\0"), expr)
-
-
-def _value_type(src: Src, value: str) -> str:
-    """SQL of the JSON type name of ``value`` (the JSON of ``src``): static where the source's
-    type fixes it, else read from the JSON."""
-    if src.kind == "lit":
-        return sql_str(_receiver.value_type(src.value))
-    if src.kind == "field":
-        return "'string'"
-    if src.kind == "col":
-        t = src.dtype.upper()
-        if t == "BOOLEAN":
-            return "'boolean'"
-        if t in _FLOAT or t.startswith("DECIMAL") or t in (
-                "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                "UINTEGER", "UBIGINT", "UHUGEINT"):
-            return "'number'"
-        if t.startswith("TIMESTAMP") or t == "DATE":
-            return "'string'"
-        if t in ("VARCHAR", "TEXT", "STRING"):
-            # as json_value_sql parses the cell: an array or object when it holds one, else text
-            c = _cell(src)
-            return (f"CASE WHEN {holds_json_sql(c)} THEN CASE left(ltrim({c}), 1) "
-                    f"WHEN '[' THEN 'array' ELSE 'object' END ELSE 'string' END")
-    return _receiver.value_type_sql(f"json_type({value})")
-
-
-def _uid_sql(src: Src) -> str:
-    """Receiver rule 1 over a text source (a string is kept unless blank)."""
-    if src.kind == "absent":
-        return "CAST(NULL AS VARCHAR)"
-    if src.kind == "lit":
-        u = _receiver.normalize_user_id(src.value)
-        return sql_str(u) if u is not None else "CAST(NULL AS VARCHAR)"
-    s = _cell(src)
-    # a first character that is not whitespace keeps the id without the regular expression
-    return (f"CASE WHEN {s} IS NULL THEN NULL WHEN unicode({s}) > 32 AND unicode({s}) NOT IN "
-            f"({_WIDE_WS}) AND NOT (unicode({s}) BETWEEN 8192 AND 8202) "
-            f"THEN {s} WHEN regexp_full_match({s}, '{_receiver._WS}') THEN NULL ELSE {s} END")
-
-
-#: The receiver's whitespace above U+0020 outside U+2000-U+200A, as code points (for _uid_sql)
-_WIDE_WS = ", ".join(str(ord(c)) for c in _receiver.WHITESPACE if ord(c) > 32 and not 8192 <= ord(c) <= 8202)
-
-
-def _event_ok(src: Src) -> str:
-    """SQL: P.user_property_event is a non-empty string."""
-    if src.kind == "absent":
-        return "FALSE"
-    if src.kind == "lit":
-        return "TRUE" if isinstance(src.value, str) and src.value != "" else "FALSE"
-    return f"({_cell(src)} IS NOT NULL AND {_cell(src)} <> '')"
-
-
-def _event_name(src: Src) -> str:
-    return sql_str(src.value) if src.kind == "lit" else _cell(src)
-
-
-def _lean_selects(p: Plan, selects: dict[str, str], export_tables, *, hashed: bool = False,
-                  only: set | None = None) -> list[str]:
-    """One SELECT per table: ordering columns, uid, one trigger flag per mapping, cells read.
-
-    ``selects`` are ``_load.table_selects`` (lean or not) with the plan's passthrough; with
-    ``hashed`` they hold ``event_json`` and ``event_hash`` is the loader's hash of it.
-    """
-    uid = _uid_sql(p.uid)
-    out = []
-    for ti, tp in enumerate(p.tables):
-        if tp.name not in selects or (only is not None and ti not in only):
-            continue
-        cols = [f"{ti} AS _t", "message_id", "type", "received_at", "original_timestamp",
-                "COALESCE(timestamp, original_timestamp, received_at) AS event_time",
-                f"{key_sql('COALESCE(timestamp, original_timestamp, received_at)')} AS k",
-                f"{uid if tp.mappings else 'CAST(NULL AS VARCHAR)'} AS uid",
-                "md5(CAST(event_json AS VARCHAR)) AS event_hash" if hashed
-                else "CAST(NULL AS VARCHAR) AS event_hash"]
-        for tm in tp.mappings:
-            cols.append(f"{tm.trigger} AS {ident(f'm{tm.mi}')}")
-        for name in sorted({x.name for tm in tp.mappings
-                            for x in _leaves([s.src for s in tm.slots] + [tm.event_src, tm.empty_key])
-                            if x.kind == "field"}):
-            if name not in ("message_id", "type"):
-                cols.append(ident(name))
-        if tp.mappings:
-            tbl = next(t for t in export_tables if t.name == tp.name)
-            cols += [f"{ident('col:' + c)} AS {ident(f'col:{tbl.types[c].upper()}:{c}')}"
-                     for c in tp.columns]
-        out.append(f"SELECT {', '.join(cols)} FROM ({selects[tp.name]})")
-    return out
-
-
-def _union(parts: list[str]) -> str:
-    return " UNION ALL BY NAME ".join(f"({x})" for x in parts) if parts else ""
-
-
-def _matched(p: Plan, only: set | None = None) -> str:
-    flags = [ident(f"m{tm.mi}") for ti, tp in enumerate(p.tables) for tm in tp.mappings
-             if only is None or ti in only]
-    return "(" + " OR ".join(f"COALESCE({f}, FALSE)" for f in dict.fromkeys(flags)) + ")"
-
-
-def _by_expr(pairs: list[tuple[int, str]]) -> str:
-    """SQL choosing, per table index ``_t``, one of a few expressions (one CASE at most)."""
-    groups: dict[str, list[int]] = {}
-    for ti, e in pairs:
-        groups.setdefault(e, []).append(ti)
-    if len(groups) == 1:
-        return next(iter(groups))
-    return "CASE " + " ".join(f"WHEN _t IN ({', '.join(map(str, tis))}) THEN {e}"
-                              for e, tis in groups.items()) + " END"
-
-
-def _in_tables(tis) -> str:
-    return f"_t IN ({', '.join(map(str, sorted(tis)))})"
-
-
-# ---------------------------------------------------------------------------------------------
-# The mapping's slots: conditions, counts
-
-
-def _by_mapping(p: Plan) -> dict[int, list]:
-    out: dict[int, list] = {}
-    for ti, tp in enumerate(p.tables):
-        for tm in tp.mappings:
-            out.setdefault(tm.mi, []).append((ti, tm))
-    return out
-
-
-def _counts(mi: int, tms, extra: str = "") -> list[str]:
-    """Aggregates counting mapping ``mi``'s received objects and skip reasons in tables ``tms``
-    (rows where ``extra`` holds, when given)."""
-    if not tms:
-        return []
-    m = f"{ident(f'm{mi}')} AND {_in_tables([ti for ti, _ in tms])}{' AND ' + extra if extra else ''}"
-    empty_p = _by_expr([(ti, _present(tm.empty_key)) for ti, tm in tms])
-    bad_ev = _by_expr([(ti, f"({_present(tm.event_src)} AND NOT {_event_ok(tm.event_src)})")
-                       for ti, tm in tms])
-    return [f"count(CASE WHEN {m} THEN 1 END) AS {ident(f'n_{mi}')}",
-            f"count(CASE WHEN {m} AND uid IS NULL THEN 1 END) AS {ident(f'nu_{mi}')}",
-            f"count(CASE WHEN {m} AND uid IS NOT NULL AND {empty_p} THEN 1 END) AS {ident(f'ne_{mi}')}",
-            f"count(CASE WHEN {m} AND uid IS NOT NULL AND {bad_ev} THEN 1 END) AS {ident(f'ni_{mi}')}"]
-
-
-def _alias(agg: str) -> str:
-    return agg.rsplit(" AS ", 1)[1].strip('"')
-
-
-def slots_of(p: Plan) -> dict:
-    """The static slots and ``user_property_event`` sources of a plan, with their SQL.
-
-    ``static``: list of ``(mi, rule, rank, prop, src, cond)``, one per distinct source of a
-    mapping (a source in several tables is one slot); ``cond`` is the SQL condition of an
-    event assigning it. ``dynamic``: list of ``(mi, tables, name_sql, cond)``. ``static_t``:
-    tables whose rows the static aggregation reads (tables with slots, or with nothing but
-    counts); ``counts``: the count aggregates of the static aggregation, and per ``("dyn", mi)`` the
-    ``(mapping, tables)`` whose objects it counts (each table's objects are counted once).
-    """
-    static_t = {ti for ti, tp in enumerate(p.tables) for tm in tp.mappings
-                if tm.slots or tm.event_src.kind == "absent"}
-    counted: dict[int, object] = {ti: "static" for ti in static_t}
-    by_m = _by_mapping(p)
-    static, dynamic, counts = [], [], {"static": []}
-    for mi, tms in sorted(by_m.items()):
-        counts["static"] += _counts(mi, [(ti, tm) for ti, tm in tms if ti in static_t])
-        m = ident(f"m{mi}")
-        slots: dict[tuple, list[int]] = {}
-        for ti, tm in tms:
-            for sl in tm.slots:
-                slots.setdefault((sl.rule, sl.rank, sl.prop, sl.src), []).append(ti)
-        for (rule, rank, prop, src), tis in slots.items():
-            cond = f"{m} AND {_in_tables(tis)} AND uid IS NOT NULL AND {_present(src)}"
-            static.append((mi, rule, rank, prop, src, cond))
-        ev_tms = [(ti, tm) for ti, tm in tms if tm.event_src.kind != "absent"]
-        if ev_tms:
-            tis = {ti for ti, _ in ev_tms}
-            name = _by_expr([(ti, _event_name(tm.event_src)) for ti, tm in ev_tms])
-            ok = _by_expr([(ti, _event_ok(tm.event_src)) for ti, tm in ev_tms])
-            cond = f"{m} AND {_in_tables(tis)} AND uid IS NOT NULL AND {ok}"
-            dynamic.append((mi, tis, name, cond))
-            # the counts of tables no other aggregation reads, once
-            mine = {ti for ti in tis if counted.setdefault(ti, ("dyn", mi)) == ("dyn", mi)}
-            counts[("dyn", mi)] = [(mj, [(ti, tm) for ti, tm in tmj if ti in mine])
-                                   for mj, tmj in sorted(by_m.items())]
-    return {"static": static, "dynamic": dynamic, "static_t": static_t, "counts": counts}
-
-
-def _slow_selects(export, p: Plan, tables: list[str], ids: str) -> dict[str, str]:
-    """Rebuilt-event selects (with ``event_json``) of ``tables``; ``tracks`` keeps the twin filter."""
-    from ._selects import table_selects
-    by_name = {t.name: t for t in export.tables if t.event_type is not None}
-    pt = {tp.name: tp.columns for tp in p.tables}
-    out = {}
-    for name in tables:
-        t = by_name[name]
-        sel = table_selects([t], passthrough=pt)[0][1]
-        # read only the rows that need the hash: filter the files' rows before the rebuild
-        mid = f"t.{ident(t.columns['id' if 'id' in t.columns else 'message_id'])}" if (
-            "id" in t.columns or "message_id" in t.columns) else "NULL"
-        src = f"FROM {ident(t.view)} AS t"
-        assert sel.count(src) == 1
-        sel = sel.replace(src, f"FROM (SELECT * FROM {ident(t.view)} AS t WHERE {mid} IS NULL OR "
-                               f"CAST({mid} AS VARCHAR) IN (SELECT message_id FROM {ids})) AS t")
-        twins = _per_event_twins(export) if name == "tracks" else None
-        if twins:
-            pe, by_id, by_content = twins
-            sel = (f"SELECT * FROM ({sel}) AS w WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id}) "
-                   f"AND NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
-        out[name] = sel
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,80 +125,6 @@ def run(export, config, *, null_clears: bool = True) -> pd.DataFrame:
                            "invalid_user_property_event": tot["ni"]}
     df.attrs["objects"] = tot["n"]
     return df
-
-
-def _per_event_twins(export) -> tuple[str, str, str] | None:
-    """``_load._twin_filters`` over the export's per-event tables (lean selects); None when
-    there are none."""
-    from ._selects import _twin_filters, table_selects
-    per_event = per_event_tables(export.tables)
-    if not per_event:
-        return None
-    return _twin_filters(q for _n, q in table_selects(per_event, lean=True))
-
-
-def _tracks_without_twins(con, export, tracks: str) -> str:
-    """The ``tracks`` rows without a twin in a per-event table, as the loader keeps them (see
-    ``_load.table_selects``), held in a temporary table; returns a SELECT of it.
-
-    The match on id runs first; the match on content only over the rows it leaves (usually
-    none: Segment's twins share their id), so the per-event tables' content is hashed only
-    when needed. When the per-event tables hold at least as many rows as ``tracks`` (every
-    row may have its twin, as in Segment's warehouses), the rows the id match leaves are
-    counted first on ids alone; with none, ``tracks`` is left out without reading its other
-    columns (20M events: 1.7 s against 2.6 s). With some, the id match runs a second time,
-    over the whole rows."""
-    twins = _per_event_twins(export)
-    if twins is None:
-        return tracks
-    pe, by_id, by_content = twins
-    unmatched = f"FROM ({tracks}) AS w WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_id})"
-    rows = export._report.rows_read
-    left_n = None
-    if "tracks" in rows and rows["tracks"] <= sum(rows.get(t.name, 0) for t in per_event_tables(export.tables)):
-        left_n = con.execute(f"SELECT count(*) {unmatched}").fetchall()[0][0]
-        if not left_n:
-            return f"SELECT * FROM ({tracks}) WHERE FALSE"
-    t, left = _TEMP[-1], f"{_TEMP[-1]}_id"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {left} AS SELECT * {unmatched}")
-    if left_n or con.execute(f"SELECT count(*) FROM {left}").fetchall()[0][0]:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {left} AS w "
-                    f"WHERE NOT EXISTS (SELECT 1 FROM ({pe}) AS x WHERE {by_content})")
-        return f"SELECT * FROM {t}"
-    return f"SELECT * FROM {left}"
-
-
-def _dedupe_special(con, p: Plan, export, sr: str) -> None:
-    """De-duplicate the special rows held in ``sr`` (rows whose id hash is in the duplicates,
-    and rows without id) into ``slow``, as the loader does: per (type, message id) the copy
-    received last. Where copies tied on received_at differ in a column the plan reads, or two
-    types share an id, the loader's hash of the rebuilt event decides: only those rows are read
-    again and rebuilt as JSON."""
-    _d, _c, hids, slow = _TEMP[:4]
-    row = "struct_pack(" + ", ".join(
-        f"{ident('c' + str(i))} := {ident(r[0])}"
-        for i, r in enumerate(con.execute(f"DESCRIBE {sr}").fetchall()) if r[0] != "special") + ")"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {hids} AS
-        SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY type, message_id, received_at
-        HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
-        UNION SELECT message_id FROM {sr} WHERE message_id IS NOT NULL GROUP BY message_id
-        HAVING count(DISTINCT type) > 1""")
-    hashed = con.execute(f"SELECT DISTINCT _t FROM {sr} WHERE message_id IS NULL OR "
-                         f"message_id IN (SELECT message_id FROM {hids})").fetchall()
-    need = sorted(p.tables[r[0]].name for r in hashed)
-    rows = [f"SELECT * EXCLUDE (special) FROM {sr} WHERE message_id IS NOT NULL AND message_id NOT IN "
-            f"(SELECT message_id FROM {hids})"]
-    if need:
-        hsel = _slow_selects(export, p, need, hids)
-        for part in _lean_selects(p, hsel, export.tables, hashed=True):
-            rows.append(f"SELECT * FROM ({part}) WHERE message_id IS NULL OR message_id IN "
-                        f"(SELECT message_id FROM {hids})")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {slow} AS
-        SELECT * EXCLUDE (_dup) FROM (
-            SELECT *, row_number() OVER (PARTITION BY type, message_id
-                                         ORDER BY received_at DESC NULLS LAST, event_hash) AS _dup
-            FROM ({_union(rows)}))
-        WHERE _dup = 1 OR message_id IS NULL""")
 
 
 def _execute(con, p: Plan, selects: dict, export):
