@@ -330,8 +330,13 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                   SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.m.message_id, g.k2[1], g.m.mi, 3
                   FROM {groups} AS g JOIN {users} AS u ON u.uid = g.uid WHERE g.settled)
             ORDER BY uo ASC, property ASC"""
-        df = long_frame(con, sql)
         vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
+        # the result needs only the candidates, groups and user ranks: the lean table and the
+        # other steps' tables go first, so that the final sort has their memory (and spills less
+        # under a memory limit)
+        for t in (lean, sp, hsh, md5t, p1, keys, win):
+            con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+        df = long_frame(con, sql)
     tot = [sum(int(v or 0) for v in vals[j::4]) for j in range(4)]
     df.attrs["skipped"] = {"no_user_id": tot[1], "empty_user_property_name": tot[2],
                            "invalid_user_property_event": tot[3]}
