@@ -40,7 +40,7 @@ EVENT_COLUMNS = {
 
 @dataclasses.dataclass
 class LoadReport:
-    """What :func:`load_export` read.
+    """What :func:`cmdseg_nb.load_export` read.
 
     Attributes
     ----------
@@ -157,7 +157,7 @@ class Export:
     table : str
         Name of the canonical events table; columns are :data:`EVENT_COLUMNS`. The table
         (every event rebuilt as JSON) is created on first access of ``table``, ``report``,
-        :meth:`events` and the other accessors, not by :func:`load_export`: the planned path
+        :meth:`events` and the other accessors, not by :func:`~cmdseg_nb.load_export`: the planned path
         of :func:`cmdseg_nb.user_properties` reads the warehouse columns directly.
     report : LoadReport
         What was read (its counts also build the canonical table on first access).

@@ -1,7 +1,7 @@
 """Segment FQL triggers, exactly as ``@segment/destination-subscriptions`` 3.37 evaluates them.
 
 A mapping's *trigger* (``type = "identify"``, ``event = "Signed Up" and properties.plan exists``)
-is parsed here into the same AST that ``parseFql`` builds, then either evaluated in Python
+is parsed (:func:`~cmdseg_nb._fql_parse.parse_fql`) into the same AST that ``parseFql`` builds, then either evaluated in Python
 (:func:`fql_matches`, like ``validate(parseFql(fql), event)``) or compiled to a DuckDB boolean
 predicate over the event JSON (:func:`fql_to_sql`).
 
@@ -121,7 +121,7 @@ def fql_matches(trigger: str | dict, event: dict) -> bool:
     Parameters
     ----------
     trigger : str or dict
-        FQL text or an AST from :func:`parse_fql`.
+        FQL text or an AST from :func:`~cmdseg_nb._fql_parse.parse_fql`.
     event : dict
         One Segment event as parsed JSON (``type``, ``event``, ``userId``, ``properties``, ...).
 
@@ -210,7 +210,7 @@ def fql_to_sql(trigger: str | dict, event: str) -> str:
     Parameters
     ----------
     trigger : str or dict
-        FQL text or an AST from :func:`parse_fql`.
+        FQL text or an AST from :func:`~cmdseg_nb._fql_parse.parse_fql`.
     event : str
         SQL expression of type JSON holding the whole Segment event, e.g. ``"e.event_json"``.
 

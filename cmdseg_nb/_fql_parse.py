@@ -6,8 +6,8 @@ parenthesised level (the last one seen), ``!`` only before ``contains(...)``/``m
 ``= null``/``!= null``/``= true``/``= 5`` turned into ``not_exists``/``exists``/``is_true``/
 ``number_equals``, nested parentheses an error. Where ``parseFql`` returns ``{error}``, or the
 AST would make ``validate`` throw, it raises :class:`~cmdseg_nb.MappingError`.
-:mod:`cmdseg_nb._fql` evaluates and compiles the AST (``_PREFIX`` maps its field types to
-the event's ``properties``/``traits``/``context``).
+:mod:`cmdseg_nb._fql` evaluates and compiles the AST, with ``_PREFIX`` (defined here) mapping
+its field types to the event's ``properties``/``traits``/``context``.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class _Undefined:
 UNDEFINED = _Undefined()
 
 # ---------------------------------------------------------------------------------------------
-# JavaScript value helpers (shared with _mappingkit)
+# JavaScript value helpers (shared by _fql, _fql_parse, _plan and the _mappingkit modules)
 
 _OBJECT_PROTOTYPE_NAMES = frozenset(
     "constructor __defineGetter__ __defineSetter__ hasOwnProperty __lookupGetter__ "
@@ -196,7 +196,7 @@ def _walk(obj: Any, keys: list[str]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# SQL helpers shared with _mappingkit
+# SQL helpers (shared by _fql and _mappingkit)
 
 _NUM_TYPES = "('BIGINT','UBIGINT','DOUBLE','HUGEINT','UHUGEINT','INTEGER')"
 

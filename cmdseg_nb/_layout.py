@@ -5,7 +5,7 @@ the columns set by the sender or by Segment (never taken from a frame), where th
 that are not Spec fields go (``traits`` or ``properties``, by message type), the field each
 type requires, and Segment's limits on one message (bytes serialized, messageId length).
 :class:`Layout` reads them off an input's column names once, before any row is converted.
-Split from ``_messages``; used by ``_preparer``. Source of the rules: the Segment Spec (its
+Split from ``_messages``; used by ``_messages`` (``Layout.of`` in ``start``) and ``_preparer``. Source of the rules: the Segment Spec (its
 common fields and the identify, track, page, screen, group and alias calls) and the limits
 Segment's tracking API applies to a message.
 """

@@ -67,12 +67,12 @@ def load_export(source: str | os.PathLike | Iterable[str | os.PathLike], *,
     Returns
     -------
     Export
-        ``export.events()`` is the canonical relation with columns :data:`EVENT_COLUMNS`:
+        ``export.events()`` is the canonical relation with columns :data:`~cmdseg_nb._export.EVENT_COLUMNS`:
         ``message_id`` VARCHAR, ``type`` VARCHAR, ``user_id`` VARCHAR (normalized by receiver
         rule 1; NULL when missing), ``anonymous_id``, ``event``, ``name`` VARCHAR,
         ``timestamp``, ``original_timestamp``, ``received_at`` TIMESTAMPTZ (naive values are
         UTC), ``traits``, ``properties``, ``context``, ``event_json`` JSON (the whole
-        rebuilt Segment event), ``source`` VARCHAR. ``export.report`` is a :class:`LoadReport`.
+        rebuilt Segment event), ``source`` VARCHAR. ``export.report`` is a :class:`~cmdseg_nb.LoadReport`.
 
     Raises
     ------

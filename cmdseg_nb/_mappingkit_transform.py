@@ -468,7 +468,7 @@ def transform(data, payload: dict, *, mapping_name: str | None = None):
     JSON value or UNDEFINED
         The resolved data object. Keys whose value resolved to undefined are dropped; undefined
         items of arrays become ``None`` (as ``JSON.stringify`` sends them). A top-level directive
-        that resolves to nothing returns :data:`UNDEFINED`.
+        that resolves to nothing returns :data:`~cmdseg_nb._jsvalue.UNDEFINED`.
 
     Raises
     ------

@@ -6,7 +6,7 @@
           ──Serializer.convert_*──▶ JSON-safe column values (bulk, per column)
           ──Preparer.chunk──▶ Chunk: exact message bytes + messageIds of valid rows, MessageError per bad row
 
-Everything here is pure (no HTTP). ``_send`` batches and posts the bytes of each :class:`Chunk`,
+Everything here is pure (no HTTP). ``_send`` batches and posts the bytes of each :class:`~cmdseg_nb._preparer.Chunk`,
 so a message is serialized exactly once and every retry resends the same bytes. Memory stays
 flat: only one chunk of rows is converted at a time. Value rules live in ``_serialize``.
 
@@ -16,8 +16,8 @@ message's canonical JSON (sorted keys, without ``context.library``), the ``run_n
 occurrence of identical messages, so the same rows always get the same ids.
 
 The pieces: ``_layout`` (which column is which Spec field, the rules of each message type,
-Segment's limits), ``_preparer`` (the :class:`Preparer` of chunks and the :class:`Chunk` it
-returns); here :func:`start` and :func:`prepare`.
+Segment's limits), ``_preparer`` (the :class:`~cmdseg_nb._preparer.Preparer` of chunks and the :class:`~cmdseg_nb._preparer.Chunk` it
+returns); here :func:`start`, :func:`prepare` and the :class:`Prepared` it returns, and :func:`emit_warnings`.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class Prepared:
     index : pandas.Index
         Labels of the input rows (a RangeIndex for Arrow input).
     rows, message_ids, bodies : list
-        As in :class:`Chunk`, for the whole input.
+        As in :class:`~cmdseg_nb._preparer.Chunk`, for the whole input.
     errors : list[MessageError]
     warnings : list[str]
     """

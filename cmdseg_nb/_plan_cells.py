@@ -11,7 +11,7 @@ type name (the receiver's ``value_type``), receiver rule 1 on the user id and th
 columns, the user, one trigger flag per mapping and the cells read; :func:`slots_of` the
 mapping's slots, each with the SQL condition of an event assigning it, and the counts of
 received objects and skip reasons. The receiver's rules are :mod:`cmdseg_nb._receiver`'s; the
-queries that run this SQL are :mod:`cmdseg_nb._plan_run`'s.
+queries that run this SQL are :mod:`cmdseg_nb._plan_run`'s and :mod:`cmdseg_nb._plan_dedupe`'s.
 """
 from __future__ import annotations
 

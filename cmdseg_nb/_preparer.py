@@ -92,7 +92,7 @@ def _too_big(body: bytes, msg: dict, fields: dict[str, str], row: int) -> Messag
 class Preparer:
     """Validates and serializes chunks of one input; keeps what spans chunks (ids, warnings).
 
-    Parameters are those of :func:`prepare`; ``duplicate_ids`` are the caller's messageIds that
+    Parameters are those of :func:`~cmdseg_nb._messages.prepare`; ``duplicate_ids`` are the caller's messageIds that
     appear on several rows of the whole input, with their counts.
     """
 

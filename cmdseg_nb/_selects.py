@@ -195,9 +195,9 @@ def table_selects(tables: Iterable[WarehouseTable], *, report: LoadReport | None
     """Per event table, the SELECT of its rows as canonical event columns (pure SQL).
 
     ``tracks`` rows whose event is also in a per-event table are left out (see
-    :func:`load_export`). ``passthrough`` maps a table name to lower-case columns also
+    :func:`~cmdseg_nb.load_export`). ``passthrough`` maps a table name to lower-case columns also
     selected unchanged as ``"col:<name>"``. Returns ``[(table name, sql), ...]``; the columns
-    are those of :data:`EVENT_COLUMNS` but ``traits``, ``properties``, ``context`` and the
+    are those of :data:`~cmdseg_nb._export.EVENT_COLUMNS` but ``traits``, ``properties``, ``context`` and the
     receiver's ``user_id`` (here the raw ``user_id`` cell as VARCHAR). With ``lean`` the
     event JSON is not built either (no ``event_json``, ``source``). With ``twins=False``,
     ``tracks`` keeps every row (a superset, for look-ups that tolerate one).

@@ -1,4 +1,4 @@
-"""Tests of cmdseg_nb._messages: frame -> validated, serialized Segment messages."""
+"""Tests of cmdseg_nb._messages (with _layout and _preparer): frame -> validated, serialized Segment messages."""
 from __future__ import annotations
 
 import datetime as dt
