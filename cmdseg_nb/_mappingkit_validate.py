@@ -17,7 +17,8 @@ import re
 from typing import Any
 
 from ._errors import MappingError
-from ._jsvalue import UNDEFINED, js_falsy, js_is_number
+from ._jsvalue import UNDEFINED, js_falsy
+from ._receiver import value_type
 
 __all__ = ["validate_mapping"]
 
@@ -33,19 +34,7 @@ def _js_len(s: str) -> int:
 
 def _type(v: Any) -> str:
     """realTypeOf"""
-    if v is UNDEFINED:
-        return "undefined"
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if js_is_number(v):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
+    return "undefined" if v is UNDEFINED else value_type(v)
 
 
 def _type_or_directive(v: Any) -> str:
