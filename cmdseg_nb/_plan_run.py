@@ -138,10 +138,14 @@ def _execute(con, p: Plan, selects: dict, export):
     they are always taken over the rows seen once)."""
     run = _Run(con, p, selects, export)
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
-        # 1. ids seen more than once (by hash: a collision only makes a row special)
+        # 1. ids seen more than once (by hash: a collision only makes a row special): the
+        # sorted hashes equal to their predecessor (a sort of 64-bit integers; 20M events:
+        # 0.26-0.31 s against 0.36-0.54 s for a grouping of 4M distinct hashes)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
-            SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL
-            GROUP BY h HAVING count(*) > 1""")
+            SELECT DISTINCT h FROM (
+                SELECT h, lag(h) OVER (ORDER BY h ASC) AS p FROM (
+                    SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL))
+            WHERE h = p""")
         # 2. the latest k per user and slot, per (user, event name)
         run.latest_static()
         run.latest_dynamic()
