@@ -12,8 +12,8 @@ import duckdb
 
 from ._errors import CmdsegError
 
-__all__ = ["QUERY_SETTINGS", "connect", "ident", "json_path", "sql_str", "duckdb_errors", "scratch",
-           "settings"]
+__all__ = ["QUERY_SETTINGS", "connect", "ident", "json_path", "sql_str", "duckdb_errors", "drop_temp",
+           "scratch", "settings"]
 
 #: The settings every user-property query runs with (``settings(con, **QUERY_SETTINGS)``),
 #: whatever the caller set on its connection: ids and names compare byte for byte (a
@@ -111,6 +111,14 @@ def _put_back(con: duckdb.DuckDBPyConnection, name: str, old: object) -> None:
             other.execute(sql)
 
 
+
+def drop_temp(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> None:
+    """Drop the temporary ``tables`` that exist (``temp.main``: never a table of the caller's
+    with the same name)."""
+    for t in tables:
+        con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+
+
 @contextlib.contextmanager
 def scratch(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *,
             transaction: bool = True) -> Iterator[None]:
@@ -139,8 +147,7 @@ def scratch(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *,
             con.execute("ROLLBACK")
         else:
             try:
-                for t in tables:  # temp.main: never a table of the caller's with the same name
-                    con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+                drop_temp(con, tables)
             except duckdb.Error:
                 if own:  # leave the connection usable, without the tables
                     con.execute("ROLLBACK")

@@ -39,7 +39,7 @@ import duckdb
 import pandas as pd
 
 from . import _receiver
-from ._db import duckdb_errors, ident, json_path, scratch, settings, sql_str
+from ._db import drop_temp, duckdb_errors, ident, json_path, scratch, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
 from ._plan import SETTLED, Unplannable, _names, key_time_sql, rank_table_sql
@@ -334,8 +334,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # the result needs only the candidates, groups and user ranks: the lean table and the
         # other steps' tables go first, so that the final sort has their memory (and spills less
         # under a memory limit)
-        for t in (lean, sp, hsh, md5t, p1, keys, win):
-            con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+        drop_temp(con, (lean, sp, hsh, md5t, p1, keys, win))
         df = long_frame(con, sql)
     tot = [sum(int(v or 0) for v in vals[j::4]) for j in range(4)]
     df.attrs["skipped"] = {"no_user_id": tot[1], "empty_user_property_name": tot[2],
