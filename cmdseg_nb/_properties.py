@@ -108,10 +108,15 @@ def assignments_query(events: str, config, *, null_clears: bool = True, winners_
             f"ORDER BY user_id, property, {_ORDER_ASC}")
 
 
-def _events_of(export) -> tuple[duckdb.DuckDBPyConnection, str]:
+def _check_export(export) -> None:
+    """Raise TypeError unless ``export`` is an Export (without materializing it)."""
     from ._export import Export
     if not isinstance(export, Export):
         raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
+
+
+def _events_of(export) -> tuple[duckdb.DuckDBPyConnection, str]:
+    _check_export(export)
     return export.con, ident(export.table)
 
 
@@ -188,9 +193,7 @@ def user_properties(export, config=None, *, null_clears: bool = True,
     cfg = _config(config)
     if engine not in ("auto", "plan", "generic"):
         raise ValueError(f"engine must be 'auto', 'plan' or 'generic', got {engine!r}")
-    from ._export import Export
-    if not isinstance(export, Export):
-        raise TypeError(f"expected an Export from load_export(), got {type(export).__name__}")
+    _check_export(export)  # the events table is materialized by the generic engine only
     # the caller's collation and sort defaults do not apply (_db.QUERY_SETTINGS). DuckDB errors
     # outside the steps' own wrappers (the plan's look-ups of event names, a caller's aborted
     # transaction, an interrupt) are CmdsegError too.
