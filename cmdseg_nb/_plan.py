@@ -219,8 +219,12 @@ def _trigger_fields(node: dict, out: set) -> None:
         out.add(node["type"])
 
 
-def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
-    """SQL predicate of the trigger on this table's select, or None when it never matches."""
+def _trigger(con, m, table, ttype: str, select_sql: str, looked: dict | None = None) -> str | None:
+    """SQL predicate of the trigger on this table's select, or None when it never matches.
+
+    A trigger on ``event`` or ``name`` looks up the column's distinct values in the table (one
+    scan of that column); ``looked`` keeps them per (table, column), so that several mappings
+    triggered by event names scan each table once, not once per mapping."""
     from ._fql import fql_matches
     from ._fql_parse import parse_fql
     ast = parse_fql(m.trigger)
@@ -236,8 +240,13 @@ def _trigger(con, m, table, ttype: str, select_sql: str) -> str | None:
             return "TRUE" if fql_matches(ast, {"type": ttype}) else None
         if con is None:  # no data to look at (to_sql): compile the conditions on the column
             return _static_trigger(ast, ttype, col)
-        values = [r[0] for r in con.execute(
-            f"SELECT DISTINCT {col} FROM ({select_sql}) LIMIT 10001").fetchall()]
+        key = (table.name, col)
+        values = (looked or {}).get(key)
+        if values is None:
+            values = [r[0] for r in con.execute(
+                f"SELECT DISTINCT {col} FROM ({select_sql}) LIMIT 10001").fetchall()]
+            if looked is not None:
+                looked[key] = values
         if len(values) > 10000:
             raise Unplannable(f"trigger on {col} with more than 10,000 distinct values")
         hits = []
@@ -299,13 +308,14 @@ def plan(export, config, *, null_clears: bool = True) -> Plan:
     selects = (dict(table_selects(tables, lean=True, twins=False)) if export.con is not None
                else {t.name: "" for t in tables})
     out: list[TablePlan] = []
+    looked: dict = {}
     for t in tables:
         if t.name not in selects:
             continue
         ttype = TABLE_TYPES.get(t.name, "track")
         tms = []
         for mi, m in enumerate(config.mappings):
-            trig = _trigger(export.con, m, t, ttype, selects[t.name])
+            trig = _trigger(export.con, m, t, ttype, selects[t.name], looked)
             if trig is None:
                 continue
             tms.append(_table_mapping(mi, m, t, ttype, trig, null_clears))
