@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label} ERROR {r['error']}", flush=True)
             elif case == "pair":
                 print(f"{label} one process, best of {r['rounds']} each: baseline {r['baseline_s']:.2f} s "
-                      f"(peak RSS {r['baseline_rss_mb']:.0f} MB), cmdseg_nb {r['cmdseg_s']:.2f} s "
+                      f"{n / r['baseline_s'] / 1e6:.3f} M events/s (peak RSS {r['baseline_rss_mb']:.0f} MB), "
+                      f"cmdseg_nb {r['cmdseg_s']:.2f} s {n / r['cmdseg_s'] / 1e6:.3f} M events/s "
                       f"(peak RSS {r['cmdseg_rss_mb']:.0f} MB): {r['baseline_s'] / r['cmdseg_s']:.2f}x",
                       flush=True)
             else:
