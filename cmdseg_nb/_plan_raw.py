@@ -48,7 +48,8 @@ from ._plan_raw_compile import _analyse, _lean_sql, _possible_types, _sources
 __all__ = ["run"]
 
 _TEMP = ("cmdseg_raw_lean", "cmdseg_raw_special", "cmdseg_raw_hash", "cmdseg_raw_md5", "cmdseg_raw_static",
-         "cmdseg_raw_groups", "cmdseg_raw_keys", "cmdseg_raw_users", "cmdseg_raw_win", "cmdseg_raw_cand")
+         "cmdseg_raw_groups", "cmdseg_raw_keys", "cmdseg_raw_users", "cmdseg_raw_win", "cmdseg_raw_cand",
+         "cmdseg_raw_props")
 _TIE_ORDER = ("k ASC, ok ASC, rk ASC, message_id ASC NULLS FIRST, event_hash ASC NULLS FIRST")
 
 
@@ -228,7 +229,7 @@ def _without_filter_pushdown(con, sql: str) -> None:
 
 
 def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
-    lean, sp, hsh, md5t, p1, groups, keys, users, win, cand = _TEMP
+    lean, sp, hsh, md5t, p1, groups, keys, users, win, cand, props = _TEMP
     files = list(export.raw_files)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
         try:
@@ -310,6 +311,11 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
             SELECT *, row_number() OVER (PARTITION BY uo ORDER BY {_TIE_ORDER}) AS r FROM (
                 SELECT {keep}, w.uo FROM {ev} AS e JOIN {win} AS w ON w.uid = e.uid AND w.k = e.k
                 WHERE ({anyf}))""")
+        # every property name of the result (a static one has its phase-1 maximum, a
+        # user_property_event one its group) with its rank in name order: the result is sorted
+        # on that integer instead of the text (20M events, 2 GB limit: 0.5-1.3 s less)
+        con.execute(rank_table_sql(props, "property", "po", [f"SELECT property FROM {p1}",
+                                                              f"SELECT property FROM {groups}"]))
         # phase 2: the candidates' assignments; per (user, property) the latest by
         # (rank, mapping, rule 5); then the settled groups' rows
         n_map = len(ms)
@@ -320,7 +326,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                    {key_time_sql('k')} AS updated_at, message_id,
                    CASE rr WHEN 1 THEN 'traits' WHEN 2 THEN 'user_property' ELSE 'user_property_event' END AS rule,
                    {names_sql} AS mapping
-            FROM (SELECT uo, uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,
+            FROM (SELECT x.*, n.po FROM (SELECT uo, uid, property, value, message_id, k, CAST((mw // 4) % {n_map} AS INTEGER) AS mi,
                          CAST(mw % 4 AS INTEGER) AS rr
                   FROM (SELECT a.*, c.uid, c.message_id, c.k FROM (
                             SELECT uo, property, arg_max(value, w) AS value, max(w) AS mw
@@ -328,8 +334,9 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                         JOIN {cand} AS c ON c.uo = a.uo AND c.r = a.mw // {4 * n_map})
                   UNION ALL
                   SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.m.message_id, g.k2[1], g.m.mi, 3
-                  FROM {groups} AS g JOIN {users} AS u ON u.uid = g.uid WHERE g.settled)
-            ORDER BY uo ASC, property ASC"""
+                  FROM {groups} AS g JOIN {users} AS u ON u.uid = g.uid WHERE g.settled) AS x
+                  JOIN {props} AS n ON n.property = x.property)
+            ORDER BY uo ASC, po ASC"""
         vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
         # the result needs only the candidates, groups and user ranks: the lean table and the
         # other steps' tables go first, so that the final sort has their memory (and spills less
