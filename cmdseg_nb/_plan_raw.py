@@ -283,15 +283,19 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # phase 1: the latest k per (user, property) of every source but user_property_event;
         # per (user, event name) of the user_property_event assignments, the two latest k (of
         # one row each, max(k, 2)) and what the latest row names. A group whose latest k is
-        # one row's, for a name no other source assigns, is settled: that row wins it
+        # one row's, for a name no other source assigns, is settled: that row wins it (its
+        # message id and mapping are two arg_max, which agree there: 5M events, 0.2 s less than
+        # one arg_max of a struct; arg_max_null, as arg_max skips a latest row without an id)
         static, upe_rows = _phase1_sql(ms, null_clears, ev)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {p1} AS {static}")
         if upe_rows is None:
             upe_rows = ("SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS VARCHAR) AS property, "
                         "CAST(NULL AS BIGINT) AS k, CAST(NULL AS VARCHAR) AS message_id, 0 AS mi WHERE false")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {groups} AS
-            SELECT g.uid, g.property, g.k2, g.m, ({SETTLED}) AND n.property IS NULL AS settled FROM (
-                SELECT uid, property, max(k, 2) AS k2, arg_max({{'message_id': message_id, 'mi': mi}}, k) AS m
+            SELECT g.uid, g.property, g.k2, {{'message_id': g.mid, 'mi': g.mi}} AS m,
+                   ({SETTLED}) AND n.property IS NULL AS settled FROM (
+                SELECT uid, property, max(k, 2) AS k2, arg_max_null(message_id, k) AS mid,
+                       arg_max(mi, k) AS mi
                 FROM ({upe_rows}) GROUP BY uid, property) AS g
             LEFT JOIN (SELECT DISTINCT property FROM {p1}) AS n ON n.property = g.property""")
         # W: the (user, k) pairs of those maxima, but for settled groups. Users are named by
