@@ -243,19 +243,29 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         if bad:
             con.execute(f"DELETE FROM {lean} WHERE h IS NULL")
         # de-duplication as the loader does it (per type and message id, latest receivedAt):
-        # the copies that lose are deleted, so that the table holds the de-duplicated events
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {sp} AS SELECT message_id FROM {lean} "
-                    f"WHERE message_id IS NOT NULL GROUP BY message_id HAVING count(*) > 1")
+        # the copies that lose are deleted, so that the table holds the de-duplicated events.
+        # The ids seen more than once are found by hash: the sorted hashes equal to their
+        # predecessor (20M events, 2 GB limit: 1.2-1.3 s against 1.9-3.2 s for a grouping of
+        # the id texts); a collision only adds an id seen once, which the steps below keep
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {sp} AS SELECT DISTINCT mh FROM (
+            SELECT mh, lag(mh) OVER (ORDER BY mh ASC) AS p FROM (
+                SELECT hash(message_id) AS mh FROM {lean} WHERE message_id IS NOT NULL))
+            WHERE mh = p""")
+
+        def special(col: str = "message_id") -> str:
+            return f"{col} IS NOT NULL AND hash({col}) IN (SELECT mh FROM {sp})"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {md5t} (_f INTEGER, h UBIGINT, event_hash VARCHAR)")
         if con.execute(f"SELECT count(*) FROM {sp}").fetchall()[0][0]:
             row = "struct_pack(" + ", ".join(
                 f"{ident('c' + str(i))} := {ident(r[0])}" for i, r in
                 enumerate(con.execute(f"DESCRIBE {lean}").fetchall()) if r[0] not in ("h", "_f")) + ")"
             # copies tied on receivedAt that differ, and ids shared by types: the event hash decides
+            # (the rows of those ids read once, for both groupings)
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {hsh} AS
-                SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
+                WITH s AS MATERIALIZED (SELECT * FROM {lean} WHERE {special()})
+                SELECT message_id FROM s
                 GROUP BY type, message_id, rk HAVING count(*) > 1 AND count(DISTINCT {row}) > 1
-                UNION SELECT message_id FROM {lean} WHERE message_id IN (SELECT message_id FROM {sp})
+                UNION SELECT message_id FROM s
                 GROUP BY message_id HAVING count(DISTINCT type) > 1""")
             if con.execute(f"SELECT count(*) FROM {hsh}").fetchall()[0][0]:
                 _hash_pass(con, files, md5t,
@@ -265,7 +275,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                     SELECT l.rowid AS rid, row_number() OVER (PARTITION BY l.type, l.message_id
                         ORDER BY l.rk DESC, d.event_hash) AS _dup
                     FROM {lean} AS l LEFT JOIN {md5t} AS d ON d._f = l._f AND d.h = l.h
-                    WHERE l.message_id IN (SELECT message_id FROM {sp}))
+                    WHERE {special('l.message_id')})
                 WHERE _dup > 1)""")
         # events without message id tied on everything else: the event hash orders them
         tk = ("uid", "k", "ok", "rk")
