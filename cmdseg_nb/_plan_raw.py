@@ -245,7 +245,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # de-duplication as the loader does it (per type and message id, latest receivedAt):
         # the copies that lose are deleted, so that the table holds the de-duplicated events.
         # The ids seen more than once are found by hash: the sorted hashes equal to their
-        # predecessor (20M events, 2 GB limit: 1.2-1.3 s against 1.9-3.2 s for a grouping of
+        # predecessor (20M events, 2 GB limit: 1.2-1.7 s against 1.9-3.2 s for a grouping of
         # the id texts); a collision only adds an id seen once, which the steps below keep
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {sp} AS SELECT DISTINCT mh FROM (
             SELECT mh, lag(mh) OVER (ORDER BY mh ASC) AS p FROM (
@@ -295,7 +295,8 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # one row each, max(k, 2)) and what the latest row names. A group whose latest k is
         # one row's, for a name no other source assigns, is settled: that row wins it (its
         # message id and mapping are two arg_max, which agree there: 5M events, 0.2 s less than
-        # one arg_max of a struct; arg_max_null, as arg_max skips a latest row without an id)
+        # one arg_max of a struct; arg_max_null, as arg_max skips a latest row without an id).
+        # ``m`` is read for settled groups only: on a tied latest k the two may name other rows
         static, upe_rows = _phase1_sql(ms, null_clears, ev)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {p1} AS {static}")
         if upe_rows is None:
@@ -327,7 +328,10 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                 WHERE ({anyf}))""")
         # every property name of the result (a static one has its phase-1 maximum, a
         # user_property_event one its group) with its rank in name order: the result is sorted
-        # on that integer instead of the text (20M events, 2 GB limit: 0.5-1.3 s less)
+        # on that integer instead of the text (20M events, 2 GB limit: 0.5-1.3 s less). The
+        # result joins this table, so every kind of assignment of _assignments_sql must have
+        # its source in _phase1_sql or the groups (else its rows would be dropped): the random
+        # raw tests compare the result with the generic path's
         con.execute(rank_table_sql(props, "property", "po", [f"SELECT property FROM {p1}",
                                                               f"SELECT property FROM {groups}"]))
         # phase 2: the candidates' assignments; per (user, property) the latest by
