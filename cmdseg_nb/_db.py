@@ -111,7 +111,6 @@ def _put_back(con: duckdb.DuckDBPyConnection, name: str, old: object) -> None:
             other.execute(sql)
 
 
-
 def drop_temp(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> None:
     """Drop the temporary ``tables`` that exist (``temp.main``: never a table of the caller's
     with the same name)."""

@@ -219,7 +219,7 @@ def _trigger_fields(node: dict, out: set) -> None:
         out.add(node["type"])
 
 
-def _trigger(con, m, table, ttype: str, select_sql: str, looked: dict | None = None) -> str | None:
+def _trigger(con, m, table, ttype: str, select_sql: str, looked: dict) -> str | None:
     """SQL predicate of the trigger on this table's select, or None when it never matches.
 
     A trigger on ``event`` or ``name`` looks up the column's distinct values in the table (one
@@ -241,12 +241,10 @@ def _trigger(con, m, table, ttype: str, select_sql: str, looked: dict | None = N
         if con is None:  # no data to look at (to_sql): compile the conditions on the column
             return _static_trigger(ast, ttype, col)
         key = (table.name, col)
-        values = (looked or {}).get(key)
+        values = looked.get(key)
         if values is None:
-            values = [r[0] for r in con.execute(
+            values = looked[key] = [r[0] for r in con.execute(
                 f"SELECT DISTINCT {col} FROM ({select_sql}) LIMIT 10001").fetchall()]
-            if looked is not None:
-                looked[key] = values
         if len(values) > 10000:
             raise Unplannable(f"trigger on {col} with more than 10,000 distinct values")
         hits = []
@@ -352,6 +350,19 @@ def rank_table_sql(table: str, col: str, rank: str, sources: list[str]) -> str:
             f"SELECT {col}, row_number() OVER (ORDER BY {col} ASC) AS {rank} FROM "
             f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
 
+
+
+def repeated_id_hashes_sql(rows: str) -> str:
+    """A SELECT of ``h``: the distinct ``hash(message_id)`` held by more than one row of the
+    relation ``rows`` (rows without a message id left out). The sorted hashes equal to their
+    predecessor: a sort of 64-bit integers, cheaper than grouping (warehouse path, 20M events:
+    0.26-0.31 s against 0.36-0.54 s for a grouping of 4M distinct hashes; raw path, 20M events
+    under a 2 GB limit: 1.2-1.7 s against 1.9-3.2 s for a grouping of the id texts). A hash
+    collision only adds the hash of an id seen once: callers must stay exact for such ids."""
+    return f"""SELECT DISTINCT h FROM (
+                SELECT h, lag(h) OVER (ORDER BY h ASC) AS p FROM (
+                    SELECT hash(message_id) AS h FROM {rows} WHERE message_id IS NOT NULL))
+            WHERE h = p"""
 
 #: Which-value-wins order, first part: an event time (TIMESTAMPTZ) as one BIGINT of
 #: microseconds. No time sorts below every time, -infinity just above it, infinity above every

@@ -42,7 +42,14 @@ from . import _receiver
 from ._db import drop_temp, duckdb_errors, ident, json_path, scratch, settings, sql_str
 from ._errors import CmdsegError, CmdsegWarning, ExportError
 from ._frame import long_frame
-from ._plan import SETTLED, Unplannable, _names, key_time_sql, rank_table_sql
+from ._plan import (
+    SETTLED,
+    Unplannable,
+    _names,
+    key_time_sql,
+    rank_table_sql,
+    repeated_id_hashes_sql,
+)
 from ._plan_raw_compile import _analyse, _lean_sql, _possible_types, _sources
 
 __all__ = ["run"]
@@ -244,16 +251,12 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
             con.execute(f"DELETE FROM {lean} WHERE h IS NULL")
         # de-duplication as the loader does it (per type and message id, latest receivedAt):
         # the copies that lose are deleted, so that the table holds the de-duplicated events.
-        # The ids seen more than once are found by hash: the sorted hashes equal to their
-        # predecessor (20M events, 2 GB limit: 1.2-1.7 s against 1.9-3.2 s for a grouping of
-        # the id texts); a collision only adds an id seen once, which the steps below keep
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {sp} AS SELECT DISTINCT mh FROM (
-            SELECT mh, lag(mh) OVER (ORDER BY mh ASC) AS p FROM (
-                SELECT hash(message_id) AS mh FROM {lean} WHERE message_id IS NOT NULL))
-            WHERE mh = p""")
+        # The ids seen more than once are found by hash; a collision only adds an id seen once,
+        # which the steps below keep
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {sp} AS {repeated_id_hashes_sql(lean)}")
 
         def special(col: str = "message_id") -> str:
-            return f"{col} IS NOT NULL AND hash({col}) IN (SELECT mh FROM {sp})"
+            return f"{col} IS NOT NULL AND hash({col}) IN (SELECT s.h FROM {sp} AS s)"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {md5t} (_f INTEGER, h UBIGINT, event_hash VARCHAR)")
         if con.execute(f"SELECT count(*) FROM {sp}").fetchall()[0][0]:
             row = "struct_pack(" + ", ".join(
@@ -296,15 +299,15 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
         # one row's, for a name no other source assigns, is settled: that row wins it (its
         # message id and mapping are two arg_max, which agree there: 5M events, 0.2 s less than
         # one arg_max of a struct; arg_max_null, as arg_max skips a latest row without an id).
-        # ``m`` is read for settled groups only: on a tied latest k the two may name other rows
+        # ``mid`` and ``mi`` are read for settled groups only: on a tied latest k they may name
+        # two rows
         static, upe_rows = _phase1_sql(ms, null_clears, ev)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {p1} AS {static}")
         if upe_rows is None:
             upe_rows = ("SELECT CAST(NULL AS VARCHAR) AS uid, CAST(NULL AS VARCHAR) AS property, "
                         "CAST(NULL AS BIGINT) AS k, CAST(NULL AS VARCHAR) AS message_id, 0 AS mi WHERE false")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {groups} AS
-            SELECT g.uid, g.property, g.k2, {{'message_id': g.mid, 'mi': g.mi}} AS m,
-                   ({SETTLED}) AND n.property IS NULL AS settled FROM (
+            SELECT g.uid, g.property, g.k2, g.mid, g.mi, ({SETTLED}) AND n.property IS NULL AS settled FROM (
                 SELECT uid, property, max(k, 2) AS k2, arg_max_null(message_id, k) AS mid,
                        arg_max(mi, k) AS mi
                 FROM ({upe_rows}) GROUP BY uid, property) AS g
@@ -351,7 +354,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                             FROM ({_assignments_sql(ms, null_clears, cand, groups)}) GROUP BY uo, property) AS a
                         JOIN {cand} AS c ON c.uo = a.uo AND c.r = a.mw // {4 * n_map})
                   UNION ALL
-                  SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.m.message_id, g.k2[1], g.m.mi, 3
+                  SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.mid, g.k2[1], g.mi, 3
                   FROM {groups} AS g JOIN {users} AS u ON u.uid = g.uid WHERE g.settled) AS x
                   JOIN {props} AS n ON n.property = x.property)
             ORDER BY uo ASC, po ASC"""

@@ -3,7 +3,7 @@
 The plan says, per table, which cells become which properties. The queries here compute the
 long table with few passes over the files and no sort of all events:
 
-1. **Duplicates.** One grouping of ``hash(message_id)`` over every planned table finds the ids
+1. **Duplicates.** One sort of ``hash(message_id)`` over every planned table finds the ids
    seen more than once. Their rows (and rows without an id) are the *special* rows: they are
    de-duplicated per ``(type, message id)`` exactly as the loader does (latest ``received_at``;
    the loader's hash of the rebuilt event where copies tied on ``received_at`` differ). Every
@@ -41,7 +41,15 @@ import pandas as pd
 from ._db import duckdb_errors, ident, scratch, sql_str
 from ._errors import CmdsegError
 from ._frame import empty_long, long_frame
-from ._plan import SETTLED, Plan, _names, key_time_sql, plan, rank_table_sql
+from ._plan import (
+    SETTLED,
+    Plan,
+    _names,
+    key_time_sql,
+    plan,
+    rank_table_sql,
+    repeated_id_hashes_sql,
+)
 from ._plan_cells import (
     _alias,
     _cell,
@@ -138,14 +146,9 @@ def _execute(con, p: Plan, selects: dict, export):
     they are always taken over the rows seen once)."""
     run = _Run(con, p, selects, export)
     with duckdb_errors("running the planned mapping query failed", CmdsegError):
-        # 1. ids seen more than once (by hash: a collision only makes a row special): the
-        # sorted hashes equal to their predecessor (a sort of 64-bit integers; 20M events:
-        # 0.26-0.31 s against 0.36-0.54 s for a grouping of 4M distinct hashes)
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {run.dups} AS
-            SELECT DISTINCT h FROM (
-                SELECT h, lag(h) OVER (ORDER BY h ASC) AS p FROM (
-                    SELECT hash(message_id) AS h FROM ({run.lean}) WHERE message_id IS NOT NULL))
-            WHERE h = p""")
+        # 1. ids seen more than once, by hash (a collision only makes a row special)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {run.dups} AS "
+                    f"{repeated_id_hashes_sql(f'({run.lean})')}")
         # 2. the latest k per user and slot, per (user, event name)
         run.latest_static()
         run.latest_dynamic()
