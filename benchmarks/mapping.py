@@ -59,6 +59,11 @@ SYSTEM = ("id", "user_id", "anonymous_id", "received_at", "sent_at", "timestamp"
 # ---------------------------------------------------------------------------------------------
 # cases (each runs in a child process)
 
+def data_dir(folder: Path, fmt: str) -> Path:
+    """The folder of a size's files in one format: Parquet tables or raw NDJSON.gz."""
+    return folder / ("warehouse" if fmt == "parquet" else "raw")
+
+
 def _connect(memory_limit: str | None, temp: str | None):
     import duckdb
     con = duckdb.connect()
@@ -72,7 +77,7 @@ def _connect(memory_limit: str | None, temp: str | None):
 
 def case_cmdseg(folder: Path, fmt: str, mapping: str, wide: bool, memory_limit, temp) -> dict:
     from cmdseg_nb import load_export, to_wide, user_properties
-    src = folder / ("warehouse" if fmt == "parquet" else "raw")
+    src = data_dir(folder, fmt)
     t0 = time.perf_counter()
     export = load_export(src, memory_limit=memory_limit, temp_directory=temp)
     t1 = time.perf_counter()
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         n = n_events(folder)
         fmts = [args.only] if args.only else ["parquet", "ndjson"]
         nbytes = sum(p.stat().st_size for f in fmts
-                     for p in (folder / ("warehouse" if f == "parquet" else "raw")).rglob("*") if p.is_file())
+                     for p in data_dir(folder, f).rglob("*") if p.is_file())
         print(f"\n=== {size}: {n:,} events (raw NDJSON.gz rows incl. duplicates), {folder} "
               f"({nbytes / 2**30:.2f} GiB of data files, read into the page cache before each run)"
               f"{'  memory_limit=' + args.memory_limit if args.memory_limit else ''}")
@@ -319,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds": max(1, args.pair_rounds)}
             runs = []
             for _ in range(max(1, args.repeat)):
-                warm(folder / ("warehouse" if fmt == "parquet" else "raw"))
+                warm(data_dir(folder, fmt))
                 runs.append(run_case(spec, args.timeout))
             ok = [x for x in runs if "error" not in x]
             r = min(ok, key=lambda x: x["seconds"]) if ok else runs[0]
