@@ -224,14 +224,17 @@ def _counts_sql(ms: list[dict], ev: str) -> str:
     return f"SELECT {', '.join(out)} FROM {ev}"
 
 
-def _without_filter_pushdown(con, sql: str) -> None:
-    """Run ``sql`` with DuckDB's filter pushdown off: pushed below the projection that computes
-    the mapping flags, the lean pass's filter would compute them (and parse the fields they
-    read) twice per line."""
+def _lean_pass(con, sql: str) -> None:
+    """Run the lean pass ``sql`` with DuckDB's filter pushdown off: pushed below the projection
+    that computes the mapping flags, the filter would compute them (and parse the fields they
+    read) twice per line. Insertion order is not kept either (``preserve_insertion_order``): no
+    step reads the lean table's row order (each sorts on the full order it needs), and the
+    unordered insert spares the pass its ordered batch collection (5M events: about 1 s of the
+    10-12 s pass)."""
     prev = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'disabled_optimizers'").fetchall()
     prev = prev[0][0] if prev else ""
     opts = ",".join(o for o in [*(prev or "").split(","), "filter_pushdown"] if o.strip())
-    with settings(con, disabled_optimizers=opts):
+    with settings(con, disabled_optimizers=opts, preserve_insertion_order=False):
         con.execute(sql)
 
 
@@ -240,7 +243,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
     files = list(export.raw_files)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
         try:
-            _without_filter_pushdown(
+            _lean_pass(
                 con, f"CREATE OR REPLACE TEMP TABLE {lean} AS {_lean_sql(files, ms, _possible_types(ms))}")
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             # a truncated gzip stream; a first line that is not JSON, so no format is detected
