@@ -279,12 +279,48 @@ def to_wide(long_df: pd.DataFrame) -> pd.DataFrame:
     for name, codes in (("user_id", ucodes), ("property", pcodes)):
         if (codes < 0).any():
             raise ValueError(f"to_wide: row {long_df.index[int(np.argmax(codes < 0))]!r} has no {name}")
-    values = np.empty(len(long_df), dtype=object)
-    values[:] = [_json_value(v, i) for i, v in zip(long_df.index, long_df["value"], strict=True)]
+    values = _json_values(long_df)
     cells = np.full((len(users), len(props)), pd.NA, dtype=object)
     cells[ucodes, pcodes] = values
     return pd.DataFrame(cells, index=pd.Index(list(users), name="user_id", dtype=object),
                         columns=list(props), dtype=object)
+
+
+def _json_values(long_df: pd.DataFrame) -> np.ndarray:
+    """The Python values of the ``value`` column (an object array, row for row).
+
+    Each distinct text is parsed once (5M events, custom mapping: 3.7M rows, of which about 2M
+    are ``true``); an immutable result (str, int, float, bool, None) is shared by the rows of
+    that text. A list or dict is parsed again for each of its rows, so that no two cells share
+    a mutable object. A row without text, or a text that is not JSON, raises the ValueError of
+    :func:`_json_value` naming the row (the first row of that text)."""
+    col, labels = long_df["value"], long_df.index
+
+    def parse(text, i: int):
+        try:
+            return _json_value(text, i)
+        except ValueError:  # again, to name the row by its label (looked up only here)
+            _json_value(text, labels[i])
+            raise  # pragma: no cover - the same text fails the same way
+    codes, texts = pd.factorize(col, use_na_sentinel=True)
+    gap = np.flatnonzero(codes < 0)  # rows without text: the first one raises, in row order
+    gap = int(gap[0]) if len(gap) else len(col)
+    _, first = np.unique(codes[codes >= 0], return_index=True)
+    first = np.flatnonzero(codes >= 0)[first]  # each text's first row, in row order
+    parsed = np.empty(len(texts), dtype=object)
+    for j, (text, i) in enumerate(zip(np.asarray(texts, dtype=object), first, strict=True)):
+        if i > gap:
+            break
+        parsed[j] = parse(text, int(i))
+    if gap < len(col):
+        parse(col.iloc[gap], gap)  # raises: not JSON text
+    values = parsed[codes]
+    mutable = np.fromiter((isinstance(v, (list, dict)) for v in parsed), dtype=bool, count=len(parsed))
+    if mutable.any():
+        again = np.flatnonzero(mutable[codes])
+        for i, text in zip(again, col.to_numpy(dtype=object)[again], strict=True):
+            values[i] = parse(text, int(i))
+    return values
 
 
 #: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
@@ -295,7 +331,7 @@ def _json_value(text, row) -> Any:
     """The Python value of one long-table ``value``: orjson (5x the stdlib's speed), or the
     stdlib where it keeps integers beyond 64 bits exact or orjson refuses (lone surrogates)."""
     try:
-        if isinstance(text, str) and _LONG_DIGITS.search(text):
+        if isinstance(text, str) and len(text) >= 19 and _LONG_DIGITS.search(text):
             return json.loads(text)
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -168,6 +169,29 @@ def test_to_wide_values_exact_and_bad_rows_named():
     bad.loc[3, "user_id"] = None
     with pytest.raises(ValueError, match="row 3 has no user_id"):
         to_wide(bad)
+
+
+def test_to_wide_parses_each_text_once_but_never_shares_a_list_or_dict():
+    long = pd.DataFrame({"user_id": ["u1", "u2", "u1", "u2", "u3"], "property": ["a", "a", "b", "b", "a"],
+                         "value": ['{"x": [1]}', '{"x": [1]}', "true", "true", '"s"']})
+    wide = to_wide(long)
+    assert wide.loc["u1", "a"] == wide.loc["u2", "a"] == {"x": [1]}
+    wide.loc["u1", "a"]["x"].append(2)  # one cell's dict changed in place: the other is its own
+    assert wide.loc["u2", "a"] == {"x": [1]}
+    assert wide.loc["u1", "b"] is True and wide.loc["u2", "b"] is True and wide.loc["u3", "a"] == "s"
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    (['"ok"', None, "{oops", "{oops"], "row 'r1': value None"),  # a row without text comes first
+    (['"ok"', "{oops", None, "{oops"], "row 'r1': value '{oops'"),  # a bad text comes first
+    (['"ok"', '"ok"', "true", "{oops"], "row 'r3': value '{oops'"),
+])
+def test_to_wide_names_the_first_bad_row_by_its_label(values, named):
+    rows = ["r0", "r1", "r2", "r3"]
+    long = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "property": ["p"] * 4,
+                         "value": pd.Series(values, index=rows, dtype=object)}, index=rows)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        to_wide(long)
 
 
 def test_explain_lists_every_setter_in_order_with_one_winner(tmp_path):
