@@ -228,9 +228,9 @@ def _counts_sql(ms: list[dict], ev: str) -> str:
     return f"SELECT {', '.join(out)} FROM {ev}"
 
 
-def _lean_pass(con, sql: str) -> None:
-    """Run the lean pass ``sql`` with DuckDB's filter pushdown off: pushed below the projection
-    that computes the mapping flags, the filter would compute them (and parse the fields they
+def _without_filter_pushdown(con, sql: str) -> None:
+    """Run ``sql`` with DuckDB's filter pushdown off: pushed below the projection that computes
+    the mapping flags, the lean pass's filter would compute them (and parse the fields they
     read) twice per line."""
     prev = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'disabled_optimizers'").fetchall()
     prev = prev[0][0] if prev else ""
@@ -244,7 +244,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
     files = list(export.raw_files)
     with duckdb_errors("running the raw-events mapping failed", CmdsegError):
         try:
-            _lean_pass(
+            _without_filter_pushdown(
                 con, f"CREATE OR REPLACE TEMP TABLE {lean} AS {_lean_sql(files, ms, _possible_types(ms))}")
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             # a truncated gzip stream; a first line that is not JSON, so no format is detected

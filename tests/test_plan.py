@@ -419,6 +419,7 @@ def test_raw_path_in_the_callers_transaction_reports_a_bad_file_and_puts_setting
         user_properties(export)
     con.execute("ROLLBACK")
     assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall() == [("join_order",)]
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
 
 
 def test_a_callers_aborted_transaction_gives_a_cmdseg_error():
