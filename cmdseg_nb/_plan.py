@@ -351,7 +351,6 @@ def rank_table_sql(table: str, col: str, rank: str, sources: list[str]) -> str:
             f"(SELECT DISTINCT {col} FROM ({' UNION ALL '.join(sources)})) WHERE {col} IS NOT NULL")
 
 
-
 def repeated_id_hashes_sql(rows: str) -> str:
     """A SELECT of ``h``: the distinct ``hash(message_id)`` held by more than one row of the
     relation ``rows`` (rows without a message id left out). The sorted hashes equal to their
@@ -363,6 +362,7 @@ def repeated_id_hashes_sql(rows: str) -> str:
                 SELECT h, lag(h) OVER (ORDER BY h ASC) AS p FROM (
                     SELECT hash(message_id) AS h FROM {rows} WHERE message_id IS NOT NULL))
             WHERE h = p"""
+
 
 #: Which-value-wins order, first part: an event time (TIMESTAMPTZ) as one BIGINT of
 #: microseconds. No time sorts below every time, -infinity just above it, infinity above every
