@@ -127,10 +127,12 @@ def _phase1_sql(ms: list[dict], null_clears: bool, ev: str) -> tuple[str, str | 
     parts, upes = [], []
 
     def traits(flag: str, col: str) -> None:
-        if null_clears:  # one row per (user, set of keys): most identifies of a user share it
+        if null_clears:  # one row per (user, set of keys): most identifies of a user share it.
+            # The set is grouped on as its JSON text, not as a list (20M events under a 2 GB
+            # limit: 3.0-3.4 s against 3.5-3.8 s; a JSON array of the keys round-trips any key)
             parts.append(f"""SELECT uid, property, max(mk) AS k FROM (
-                SELECT uid, unnest(ks) AS property, mk FROM (
-                    SELECT uid, json_keys({col}) AS ks, max(k) AS mk FROM {ev}
+                SELECT uid, unnest(from_json(ks, '["VARCHAR"]')) AS property, mk FROM (
+                    SELECT uid, CAST(json_keys({col}) AS JSON) AS ks, max(k) AS mk FROM {ev}
                     WHERE {flag} AND uid IS NOT NULL AND {_is_object(col)} GROUP BY ALL))
                 GROUP BY uid, property""")
         else:
