@@ -691,6 +691,29 @@ def test_raw_triggers_match_strings_whatever_their_escapes(tmp_path):
     assert ("u2", "plan") not in got
 
 
+def test_raw_event_names_spelled_apart_set_one_property_and_bad_names_count_per_mapping(tmp_path):
+    r"""The raw path groups ``user_property_event`` assignments by the number of the name in a
+    table of the key's distinct texts: ``"E\u0041"`` and ``"EA"`` set one property, which the
+    latest event wins; a number or an empty string is counted as invalid once per mapping that
+    sends it (from those texts). Both paths agree."""
+    t = '"timestamp":"2024-01-01T00:00:0%dZ"'
+    lines = ['{"type":"track","userId":"u1","messageId":"a",%s,"event":"E\\u0041"}' % (t % 1),
+             '{"type":"track","userId":"u1","messageId":"b",%s,"event":"EA"}' % (t % 2),
+             '{"type":"track","userId":"u2","messageId":"c",%s,"event":"EA"}' % (t % 3),
+             '{"type":"track","userId":"u2","messageId":"d",%s,"event":"E\\u0041"}' % (t % 4),
+             '{"type":"track","userId":"u3","messageId":"e",%s,"event":5}' % (t % 5),
+             '{"type":"track","userId":"u3","messageId":"f",%s,"event":""}' % (t % 6)]
+    again = {"name": "Events again", "trigger": 'type = "track"',
+             "data": {"userId": {"@path": "$.userId"}, "user_property_event": {"@path": "$.event"}}}
+    export = load_export(_ndjson(tmp_path / "events.ndjson", lines))
+    long = same(export, [*CUSTOM, again])
+    rows = long.set_index(["user_id", "property"])
+    assert sorted(rows.index) == [("u1", "EA"), ("u2", "EA")]
+    assert rows.loc[("u1", "EA"), "message_id"] == "b" and rows.loc[("u2", "EA"), "message_id"] == "d"
+    assert rows.loc[("u2", "EA"), "mapping"] == "Events again"
+    assert long.attrs["skipped"]["invalid_user_property_event"] == 4
+
+
 @pytest.mark.parametrize("trigger", ['type = "track" and event = "Plan Changed"', 'event = "Plan Changed"'])
 def test_raw_copy_received_later_that_no_longer_matches_wins_de_duplication(tmp_path, trigger):
     t = "2024-01-01T00:00:00Z"
