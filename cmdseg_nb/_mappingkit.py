@@ -61,7 +61,7 @@ from ._mappingkit_validate import (
     validate_mapping,
 )
 
-__all__ = ["UNDEFINED", "validate_mapping", "transform", "mapping_to_sql", "register_udfs"]
+__all__ = ["UNDEFINED", "validate_mapping", "transform", "mapping_to_sql", "register_macros", "register_udfs"]
 
 _UDF = "cmdseg_mapping_eval"
 
@@ -365,6 +365,13 @@ def _eval_batch(mappings, payloads):
     return pa.array(out, type=pa.string())
 
 
+def register_macros(con) -> None:
+    """Register the SQL macros that compiled mapping-kit SQL calls (``cmdseg_js_num``: a
+    number as JavaScript spells it), without the Python UDF: what the planned paths' SQL needs.
+    ``CREATE OR REPLACE``, so it may run again, also inside the caller's open transaction."""
+    con.execute(_JS_NUM_MACRO)
+
+
 def register_udfs(con) -> None:
     """Register the SQL macros and the Python UDF that :func:`mapping_to_sql` output uses.
 
@@ -381,7 +388,7 @@ def register_udfs(con) -> None:
     """
     import duckdb
 
-    con.execute(_JS_NUM_MACRO)
+    register_macros(con)
     try:
         con.remove_function(_UDF)
     except Exception:  # noqa: BLE001 - not registered yet

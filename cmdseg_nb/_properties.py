@@ -204,6 +204,10 @@ def user_properties(export, config=None, *, null_clears: bool = True,
 
 def _run_engine(export, cfg, null_clears: bool, engine: str) -> pd.DataFrame:
     if engine != "generic":
+        # the planned paths' SQL may call the mapping kit's macros too (``@replace`` on a
+        # number spells it as JavaScript does: cmdseg_js_num)
+        from ._mappingkit import register_macros
+        register_macros(export.con)
         from . import _plan, _plan_raw, _plan_run
         reasons = []
         for runner in (_plan_run.run, _plan_raw.run):

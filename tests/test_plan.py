@@ -714,6 +714,23 @@ def test_raw_event_names_spelled_apart_set_one_property_and_bad_names_count_per_
     assert long.attrs["skipped"]["invalid_user_property_event"] == 4
 
 
+def test_raw_replace_directive_on_a_fresh_export_runs_on_the_planned_path(tmp_path):
+    """``@replace`` compiles to SQL that calls the mapping kit's ``cmdseg_js_num`` macro: the
+    planned path registers it too, so the first call on a new export works (it failed with
+    "Scalar Function with name cmdseg_js_num does not exist" until the generic path had run)."""
+    events = [{"type": "track", "userId": "u1", "messageId": "a", "timestamp": "2024-01-01T00:00:00Z",
+               "event": "EA", "properties": {"n": 15}}]
+    cfg = [{"name": "R", "trigger": 'type = "track"',
+            "data": {"userId": {"@path": "$.userId"},
+                     "user_property_event": {"@replace": {"pattern": "E", "replacement": "",
+                                                          "value": {"@path": "$.event"}}},
+                     "user_property.n": {"@replace": {"pattern": "5", "replacement": "6",
+                                                      "value": {"@path": "$.properties.n"}}}}}]
+    export = load_export(_ndjson(tmp_path / "events.ndjson", events))
+    long = same(export, cfg)  # the planned engine runs first
+    assert {(r.property, r.value) for r in long.itertuples()} == {("A", "true"), ("n", '"16"')}
+
+
 @pytest.mark.parametrize("trigger", ['type = "track" and event = "Plan Changed"', 'event = "Plan Changed"'])
 def test_raw_copy_received_later_that_no_longer_matches_wins_de_duplication(tmp_path, trigger):
     t = "2024-01-01T00:00:00Z"
