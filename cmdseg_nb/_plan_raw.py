@@ -196,12 +196,13 @@ def _names_sql(texts: str) -> str:
             f"SELECT j, j ->> '$' AS property FROM (SELECT DISTINCT j FROM {texts}) WHERE {_event_name_ok('j')})")
 
 
-def _assignments_sql(ms: list[dict], null_clears: bool, cand: str, groups: str) -> str:
+def _assignments_sql(ms: list[dict], null_clears: bool, cand: str, groups: str, names: str) -> str:
     """Phase 2: every assignment of the candidates (ranked ``r`` per user), with ``w``, its
     order among those of its (user, property): rank, mapping index, rule rank (rule 5). The
     user is named by ``uo``, the rank of the user id (an integer to group, join and sort on).
     ``user_property_event`` assignments count only for the (user, property) groups of
-    ``groups`` that are not settled (the settled ones are in the result already)."""
+    ``groups`` that are not settled (the settled ones are in the result already); their names
+    are those of ``names``, the valid ones that phase 1 grouped on."""
     pre, n = _receiver.PREFIX, len(_receiver.PREFIX)
     nn = "" if null_clears else " AND json_type(value) <> 'NULL'"
     n_map = len(ms)
@@ -223,9 +224,10 @@ def _assignments_sql(ms: list[dict], null_clears: bool, cand: str, groups: str) 
                 parts.append(f"SELECT uo, {sql_str(prop)} AS property, {col} AS value, {w(2)} FROM {cand} "
                              f"WHERE {f} AND {col} IS NOT NULL" + ("" if null_clears else f" AND json_type({col}) <> 'NULL'"))
             elif kind == "upe":
-                parts.append(f"SELECT uo, {col} ->> '$' AS property, CAST('true' AS JSON) AS value, {w(3)} "
-                             f"FROM {cand} AS c WHERE {f} AND {_event_name_ok(col)} AND EXISTS (SELECT 1 FROM {groups} "
-                             f"AS g WHERE NOT g.settled AND g.uid = c.uid AND g.property = (c.{col} ->> '$'))")
+                parts.append(f"SELECT c.uo, n.property, CAST('true' AS JSON) AS value, {w(3)} "
+                             f"FROM {cand} AS c JOIN {names} AS n ON n.j = c.{col} WHERE c.{f} AND EXISTS ("
+                             f"SELECT 1 FROM {groups} AS g WHERE NOT g.settled AND g.uid = c.uid "
+                             f"AND g.property = n.property)")
     if not parts:
         return ("SELECT CAST(NULL AS BIGINT) AS uo, CAST(NULL AS VARCHAR) AS property, "
                 "CAST(NULL AS JSON) AS value, CAST(NULL AS BIGINT) AS w WHERE false")
@@ -394,7 +396,7 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                          CAST(mw % 4 AS INTEGER) AS rr
                   FROM (SELECT a.*, c.uid, c.message_id, c.k FROM (
                             SELECT uo, property, arg_max(value, w) AS value, max(w) AS mw
-                            FROM ({_assignments_sql(ms, null_clears, cand, groups)}) GROUP BY uo, property) AS a
+                            FROM ({_assignments_sql(ms, null_clears, cand, groups, names)}) GROUP BY uo, property) AS a
                         JOIN {cand} AS c ON c.uo = a.uo AND c.r = a.mw // {4 * n_map})
                   UNION ALL
                   SELECT u.uo, g.uid, g.property, CAST('true' AS JSON), g.mid, g.k2[1], g.mi, 3
@@ -402,10 +404,10 @@ def _run(con, export, ms, null_clears) -> tuple[pd.DataFrame, dict]:
                   JOIN {props} AS n ON n.property = x.property)
             ORDER BY uo ASC, po ASC"""
         vals = con.execute(_counts_sql(ms, lean)).fetchall()[0]
-        # the result needs only the candidates, groups and user ranks: the lean table and the
-        # other steps' tables go first, so that the final sort has their memory (and spills less
-        # under a memory limit)
-        drop_temp(con, (lean, sp, cp, hsh, md5t, p1, texts, names, keys, win))
+        # the result needs only the candidates, groups, names and user ranks: the lean table
+        # and the other steps' tables go first, so that the final sort has their memory (and
+        # spills less under a memory limit)
+        drop_temp(con, (lean, sp, cp, hsh, md5t, p1, texts, keys, win))
         df = long_frame(con, sql)
     tot = [sum(int(v or 0) for v in vals[j::3]) for j in range(3)]
     df.attrs["skipped"] = {"no_user_id": tot[1], "empty_user_property_name": tot[2],
